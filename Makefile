@@ -1,0 +1,35 @@
+# One target per thing a person does. Each sets up what it needs on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: run test lint format bench clean
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## run: the product on the embedded default (SQLite, in-process cache): prints what to open and a curl line
+run: $(VENV)/.runtime
+	PY=$(PY) bin/run-demo
+
+## test: the whole suite (SQLite and in-process cache, or DATABASE_URL / REDIS_URL when set)
+test: $(VENV)/.dev
+	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings_test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) db.sqlite3 staticfiles

@@ -1,0 +1,406 @@
+"""The Django admin, the way staff work: lists, search, filters, revoke actions and the audit trail.
+
+Secrets are never displayed: key secrets and tokens exist only as hashes (a new one is shown once,
+on the page that answers its creation), and upstream credentials are write-only.
+"""
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from keys import services
+from keys.models import (
+    AccessToken,
+    ApiKey,
+    AuditEvent,
+    AuthType,
+    ManagementToken,
+    Membership,
+    Tenant,
+    Upstream,
+    UsageRecord,
+)
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _show_secret_once(request: HttpRequest, *, title: str, obj: object, secret: str, admin_site, opts):
+    """Render the page that shows a new secret; it is in this response and nowhere else."""
+    response = TemplateResponse(
+        request,
+        "admin/keys/secret_once.html",
+        {
+            **admin_site.each_context(request),
+            "title": title,
+            "object": obj,
+            "secret": secret,
+            "opts": opts,
+        },
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["slug", "name"]
+    inlines = [MembershipInline]
+    actions = ["suspend", "activate"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        services.audit_record(
+            action="tenant.updated" if change else "tenant.created",
+            tenant=obj,
+            actor=request.user,
+            target=obj,
+            ip_address=_client_ip(request),
+            data={"fields": form.changed_data},
+        )
+
+    @admin.action(description="Suspend selected tenants (their keys answer 403)")
+    def suspend(self, request, queryset: QuerySet[Tenant]):
+        for tenant in queryset:
+            services.tenant_set_active(tenant=tenant, is_active=False, actor=request.user)
+
+    @admin.action(description="Reactivate selected tenants")
+    def activate(self, request, queryset: QuerySet[Tenant]):
+        for tenant in queryset:
+            services.tenant_set_active(tenant=tenant, is_active=True, actor=request.user)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "tenant", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__username", "user__email", "tenant__slug"]
+    autocomplete_fields = ["user", "tenant"]
+
+
+class UpstreamForm(forms.ModelForm):
+    auth_value = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: leave empty to keep the stored credential.",
+    )
+
+    class Meta:
+        model = Upstream
+        fields = [
+            "tenant",
+            "slug",
+            "name",
+            "base_url",
+            "auth_type",
+            "auth_name",
+            "auth_value",
+            "timeout_seconds",
+            "is_active",
+            "allow_private_network",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors:
+            # Validate as the service will (SSRF, auth); the save itself goes through the service.
+            candidate = Upstream(
+                pk=self.instance.pk,
+                auth_value_encrypted=self.instance.auth_value_encrypted,
+                **{field: data[field] for field in self.Meta.fields if field != "auth_value"},
+            )
+            try:
+                services.upstream_validate(
+                    upstream=candidate, auth_value=data.get("auth_value") or None, actor_is_staff=True
+                )
+            except ValidationError as exc:
+                self._update_errors(exc)
+        return data
+
+
+@admin.register(Upstream)
+class UpstreamAdmin(admin.ModelAdmin):
+    form = UpstreamForm
+    list_display = ["slug", "name", "tenant", "base_url", "auth_type", "is_active", "allow_private_network"]
+    list_filter = ["is_active", "auth_type", "allow_private_network", ("tenant", admin.EmptyFieldListFilter)]
+    search_fields = ["slug", "name", "base_url", "tenant__slug"]
+    autocomplete_fields = ["tenant"]
+    readonly_fields = ["credential_stored"]
+
+    def get_fields(self, request, obj=None):
+        return [*UpstreamForm.Meta.fields, "credential_stored"]
+
+    @admin.display(boolean=True, description="credential stored")
+    def credential_stored(self, obj: Upstream) -> bool:
+        return obj.auth_type != AuthType.NONE and obj.has_credential
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        auth_value = data.get("auth_value") or None
+        if change:
+            services.upstream_update(
+                upstream=Upstream.objects.get(pk=obj.pk),
+                actor=request.user,
+                actor_is_staff=True,
+                auth_value=auth_value,
+                allow_private_network=data["allow_private_network"],
+                **{field: data[field] for field in services.UPSTREAM_FIELDS},
+            )
+        else:
+            fields = {field: data[field] for field in UpstreamForm.Meta.fields if field != "auth_value"}
+            obj.pk = services.upstream_create(
+                **fields, auth_value=auth_value or "", actor=request.user, actor_is_staff=True
+            ).pk
+
+    def delete_model(self, request, obj):
+        services.upstream_delete(upstream=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for upstream in queryset:
+            services.upstream_delete(upstream=upstream, actor=request.user)
+
+
+class KeyStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "active"), ("expired", "expired"), ("revoked", "revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
+        return queryset
+
+
+class ApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ["tenant", "name", "upstreams", *services.KEY_FIELDS[1:]]
+
+    def clean(self):
+        data = super().clean()
+        tenant = data.get("tenant") or (self.instance.tenant if self.instance.pk else None)
+        foreign = [
+            u.slug
+            for u in data.get("upstreams") or ()
+            if u.tenant_id not in (None, getattr(tenant, "pk", None))
+        ]
+        if foreign:
+            self.add_error("upstreams", f"These upstreams belong to another tenant: {', '.join(foreign)}.")
+        return data
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
+    list_display = [
+        "key_id",
+        "name",
+        "tenant",
+        "state",
+        "secret_required",
+        "rate_limit",
+        "last_used_at",
+        "created_at",
+    ]
+    list_filter = [KeyStateFilter, "secret_required", "tenant"]
+    search_fields = ["key_id", "name", "tenant__slug"]
+    autocomplete_fields = ["tenant"]
+    filter_horizontal = ["upstreams"]
+    readonly_fields = [
+        "key_id",
+        "revoked_at",
+        "previous_secret_expires_at",
+        "created_by",
+        "created_at",
+        "last_used_at",
+    ]
+    actions = ["revoke", "rotate_now"]
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        # The owning tenant is chosen once; moving a key between tenants would leak it.
+        return [*self.readonly_fields, "tenant"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in services.KEY_FIELDS if name in form.cleaned_data}
+        if change:
+            services.api_key_update(api_key=obj, actor=request.user, ip_address=_client_ip(request), **fields)
+        else:
+            fields.pop("name")
+            key, secret = services.api_key_create(
+                tenant=form.cleaned_data["tenant"],
+                name=form.cleaned_data["name"],
+                actor=request.user,
+                ip_address=_client_ip(request),
+                **fields,
+            )
+            form.instance = key
+            obj.pk, obj.key_id = key.pk, key.key_id
+            request._new_key_secret = secret
+
+    def save_related(self, request, form, formsets, change):
+        form.instance.upstreams.set(form.cleaned_data["upstreams"])
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        secret = getattr(request, "_new_key_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        return _show_secret_once(
+            request,
+            title="API key created",
+            obj=obj,
+            secret=secret,
+            admin_site=self.admin_site,
+            opts=self.opts,
+        )
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset: QuerySet[ApiKey]):
+        for api_key in queryset:
+            services.api_key_revoke(api_key=api_key, actor=request.user, ip_address=_client_ip(request))
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Rotate the secret of one key (old secret stops at once)")
+    def rotate_now(self, request, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(
+                request, "Rotate one key at a time: its new secret is shown once.", messages.ERROR
+            )
+            return None
+        api_key = queryset.get()
+        secret = services.api_key_rotate(
+            api_key=api_key, actor=request.user, grace=timedelta(0), ip_address=_client_ip(request)
+        )
+        return _show_secret_once(
+            request,
+            title="API key rotated",
+            obj=api_key,
+            secret=secret,
+            admin_site=self.admin_site,
+            opts=self.opts,
+        )
+
+
+@admin.register(AccessToken)
+class AccessTokenAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "api_key", "tenant", "expires_at", "revoked_at", "created_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "expires_at"]
+    search_fields = ["api_key__key_id", "api_key__tenant__slug"]
+    fields = ["api_key", "allowed_origins", "expires_at", "revoked_at", "created_at"]
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.display(description="tenant")
+    def tenant(self, obj: AccessToken) -> Tenant:
+        return obj.api_key.tenant
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("api_key__tenant")
+
+    def has_add_permission(self, request) -> bool:
+        return False  # tokens are exchanged through the API, from a key and its secret
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset: QuerySet[AccessToken]):
+        for token in queryset:
+            services.access_token_revoke(token=token, actor=request.user)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+
+class ManagementTokenForm(forms.ModelForm):
+    class Meta:
+        model = ManagementToken
+        fields = ["tenant", "name"]
+
+
+@admin.register(ManagementToken)
+class ManagementTokenAdmin(admin.ModelAdmin):
+    form = ManagementTokenForm
+    list_display = ["name", "tenant", "hint", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "tenant__slug", "hint"]
+    autocomplete_fields = ["tenant"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["tenant", "hint", "created_by", "created_at", "last_used_at", "revoked_at"] if obj else []
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, clear = services.management_token_create(
+            tenant=form.cleaned_data["tenant"], name=form.cleaned_data["name"], actor=request.user
+        )
+        form.instance = token
+        obj.pk = token.pk
+        request._new_management_token = clear
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return _show_secret_once(
+            request,
+            title="Management token created",
+            obj=obj,
+            secret=request._new_management_token,
+            admin_site=self.admin_site,
+            opts=self.opts,
+        )
+
+    @admin.action(description="Revoke selected management tokens")
+    def revoke(self, request, queryset: QuerySet[ManagementToken]):
+        for token in queryset:
+            services.management_token_revoke(token=token, actor=request.user)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records that are written by the system only: staff read them, nobody edits them."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdmin):
+    list_display = ["hour", "tenant", "api_key", "outcome", "code", "count"]
+    list_filter = ["outcome", "code", "hour"]
+    search_fields = ["api_key__key_id", "tenant__slug"]
+    date_hierarchy = "hour"
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "action", "tenant", "actor_label", "target_type", "target_id", "ip_address"]
+    list_filter = ["action", "target_type"]
+    search_fields = ["action", "target_id", "actor_label", "tenant__slug"]
+    date_hierarchy = "created_at"

@@ -1,0 +1,266 @@
+"""The domain: tenants and their members, upstreams, API keys, tokens, usage and the audit trail.
+
+Models hold fields, constraints and properties of one row; the rules live in services.py and
+selectors.py. No secret is stored in clear: secrets and tokens as SHA-256 hashes, upstream
+credentials encrypted (crypto.encrypt).
+"""
+
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from keys import validators
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+    "Use 1 to 50 lower-case letters, digits and hyphens, not starting or ending with a hyphen.",
+)
+
+
+class Tenant(models.Model):
+    slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(default=True, help_text="A suspended tenant's keys answer 403.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    DEVELOPER = "developer", "Developer"
+    VIEWER = "viewer", "Viewer"
+
+
+class Membership(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.DEVELOPER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "user"], name="membership_unique_user")]
+        ordering = ["tenant", "user"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.tenant} ({self.role})"
+
+
+class AuthType(models.TextChoices):
+    NONE = "none", "None"
+    BASIC = "basic", "HTTP Basic"
+    BEARER = "bearer", "Bearer token"
+    HEADER = "header", "Named header"
+    QUERY = "query", "Query parameter"
+
+
+class Upstream(models.Model):
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="upstreams",
+        help_text="Empty: a global upstream, made by staff, usable by every tenant's keys.",
+    )
+    slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200, blank=True)
+    base_url = models.CharField(max_length=2000, validators=[validators.clean_upstream_url])
+    auth_type = models.CharField(max_length=10, choices=AuthType.choices, default=AuthType.NONE)
+    auth_name = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Basic: the user; header: the header name; query: the parameter.",
+    )
+    auth_value_encrypted = models.TextField(blank=True, editable=False)
+    timeout_seconds = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(600)]
+    )
+    is_active = models.BooleanField(default=True)
+    allow_private_network = models.BooleanField(
+        default=False, help_text="Allow loopback and private addresses. Only staff may set this."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.auth_value_encrypted)
+
+
+def _empty_list() -> list:
+    return []
+
+
+class ApiKey(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    key_id = models.CharField("key id", max_length=40, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    upstreams = models.ManyToManyField(Upstream, related_name="api_keys", blank=True)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    previous_secret_hash = models.CharField(max_length=64, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    secret_required = models.BooleanField(
+        default=False, help_text="Every request must carry the key's secret or an access token."
+    )
+    allowed_origins = models.JSONField(default=_empty_list, blank=True, validators=[validators.clean_origins])
+    allowed_ips = models.JSONField(default=_empty_list, blank=True, validators=[validators.clean_networks])
+    allowed_user_agents = models.JSONField(
+        default=_empty_list, blank=True, validators=[validators.clean_user_agents]
+    )
+    allowed_http_methods = models.JSONField(
+        default=_empty_list, blank=True, validators=[validators.clean_http_methods]
+    )
+    allowed_rpc_methods = models.JSONField(
+        default=_empty_list, blank=True, validators=[validators.clean_rpc_methods]
+    )
+    rate_limit = models.CharField(max_length=20, null=True, blank=True, validators=[validators.clean_rate])
+    daily_quota = models.PositiveIntegerField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.key_id} ({self.name})"
+
+    NORMALISERS = {
+        "allowed_origins": validators.clean_origins,
+        "allowed_ips": validators.clean_networks,
+        "allowed_user_agents": validators.clean_user_agents,
+        "allowed_http_methods": validators.clean_http_methods,
+        "allowed_rpc_methods": validators.clean_rpc_methods,
+        "rate_limit": validators.clean_rate,
+    }
+
+    def clean(self) -> None:
+        # Store allowlists normalised, so what the proxy compares is what the tenant sees.
+        for field, normalise in self.NORMALISERS.items():
+            try:
+                setattr(self, field, normalise(getattr(self, field)))
+            except ValidationError:
+                pass  # clean_fields() has already reported it against the field
+
+    def state_at(self, now: datetime) -> str:
+        """active, expired or revoked."""
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    @property
+    def state(self) -> str:
+        return self.state_at(timezone.now())
+
+
+class AccessToken(models.Model):
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="access_tokens")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    allowed_origins = models.JSONField(default=_empty_list, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"token for {self.api_key.key_id} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+    def state_at(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+class ManagementToken(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="management_tokens")
+    name = models.CharField(max_length=200, default="default")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(
+        max_length=12, editable=False, help_text="The last characters, to tell tokens apart."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (…{self.hint})"
+
+
+class UsageRecord(models.Model):
+    """Requests of one key in one hour, by outcome and rejection code (rolled up from the counters)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_records")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="usage_records")
+    hour = models.DateTimeField()
+    outcome = models.CharField(max_length=20)  # allowed, rejected, upstream_error
+    code = models.CharField(max_length=40, blank=True)  # the error code of a rejection
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "hour", "outcome", "code"], name="usage_unique_bucket")
+        ]
+        indexes = [models.Index(fields=["tenant", "hour"])]
+        ordering = ["-hour"]
+
+    def __str__(self) -> str:
+        return f"{self.api_key_id} {self.hour:%Y-%m-%d %H}h {self.outcome} {self.code} {self.count}"
+
+
+class AuditEvent(models.Model):
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(
+        max_length=200, blank=True, help_text="Who, when no user acted: system, command."
+    )
+    action = models.CharField(max_length=60, db_index=True)
+    target_type = models.CharField(max_length=60, blank=True)
+    target_id = models.CharField(max_length=100, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target_id}"

@@ -1,0 +1,507 @@
+"""Writes: every change a user, staff member, command or job makes to the domain goes through here.
+
+Each service validates (full_clean, with field errors), writes, and records an audit event. The
+proxy's cached policies are dropped by keys/signals.py after commit, whatever made the change.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+
+from keys import crypto, origins, validators
+from keys.models import (
+    AccessToken,
+    ApiKey,
+    AuditEvent,
+    AuthType,
+    ManagementToken,
+    Membership,
+    Role,
+    Tenant,
+    Upstream,
+)
+
+User = get_user_model()
+# Who made a change: a user, or a label such as "create_tenant" for commands and jobs.
+Actor = AbstractBaseUser | str | None
+
+UPSTREAM_FIELDS = ("name", "base_url", "auth_type", "auth_name", "timeout_seconds", "is_active")
+KEY_FIELDS = (
+    "name",
+    "secret_required",
+    "allowed_origins",
+    "allowed_ips",
+    "allowed_user_agents",
+    "allowed_http_methods",
+    "allowed_rpc_methods",
+    "rate_limit",
+    "daily_quota",
+    "expires_at",
+)
+
+
+def audit_record(
+    *,
+    action: str,
+    tenant: Tenant | None = None,
+    actor: Actor = None,
+    actor_label: str = "",
+    target: object | None = None,
+    data: dict | None = None,
+    ip_address: str | None = None,
+) -> AuditEvent:
+    """Append an event to the audit trail. `data` must never hold a secret."""
+    if target is not None:
+        target_type = type(target).__name__
+        target_id = str(getattr(target, "key_id", None) or getattr(target, "slug", None) or target.pk)
+    else:
+        target_type, target_id = "", ""
+    if isinstance(actor, str):
+        actor_label, actor = actor_label or actor, None
+    elif actor is not None and getattr(actor, "is_authenticated", False):
+        actor_label = actor_label or actor.get_username()
+    else:
+        actor = None
+    return AuditEvent.objects.create(
+        tenant=tenant,
+        actor=actor,
+        actor_label=actor_label or "system",
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        data=data or {},
+        ip_address=ip_address,
+    )
+
+
+# --- Tenants and members -----------------------------------------------------------------------
+
+
+def user_get_or_create(*, email: str) -> AbstractBaseUser:
+    """The user with this e-mail (case-insensitive), created without a usable password if new."""
+    email = User.objects.normalize_email(email.strip())
+    try:
+        validate_email(email)
+    except ValidationError as exc:
+        raise ValidationError({"email": exc.messages}) from exc
+    user = User.objects.filter(email__iexact=email).first()
+    if user is None:
+        user = User(username=email.lower(), email=email)
+        user.set_unusable_password()
+        user.full_clean()
+        user.save()
+    return user
+
+
+@transaction.atomic
+def tenant_create(
+    *, slug: str, owner_email: str, name: str = "", actor: Actor = None
+) -> tuple[Tenant, Membership]:
+    """A new tenant with its owner (created without a password if new: they set one by reset)."""
+    tenant = Tenant(slug=slug, name=name or slug)
+    tenant.full_clean()
+    tenant.save()
+    owner = user_get_or_create(email=owner_email)
+    membership = Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
+    audit_record(
+        action="tenant.created", tenant=tenant, actor=actor, target=tenant, data={"owner": owner.email}
+    )
+    return tenant, membership
+
+
+@transaction.atomic
+def tenant_set_active(*, tenant: Tenant, is_active: bool, actor: Actor = None) -> Tenant:
+    tenant.is_active = is_active
+    tenant.save(update_fields=["is_active"])
+    audit_record(
+        action="tenant.activated" if is_active else "tenant.suspended",
+        tenant=tenant,
+        actor=actor,
+        target=tenant,
+    )
+    return tenant
+
+
+@transaction.atomic
+def membership_set(*, tenant: Tenant, user: AbstractBaseUser, role: str, actor: Actor = None) -> Membership:
+    """Add the user to the tenant with `role`, or change the role of an existing member."""
+    if role not in Role.values:
+        raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}."]})
+    membership, created = Membership.objects.update_or_create(
+        tenant=tenant, user=user, defaults={"role": role}
+    )
+    audit_record(
+        action="member.added" if created else "member.role_changed",
+        tenant=tenant,
+        actor=actor,
+        target=membership,
+        data={"user": user.get_username(), "role": role},
+    )
+    return membership
+
+
+# --- Upstreams -----------------------------------------------------------------------------------
+
+
+def _upstream_check_auth(upstream: Upstream, auth_value: str | None) -> None:
+    has_value = bool(auth_value) if auth_value is not None else upstream.has_credential
+    errors: dict[str, list[str]] = {}
+    if upstream.auth_type == AuthType.NONE:
+        return
+    if not has_value:
+        errors["auth_value"] = [f"Auth type {upstream.auth_type!r} needs a value."]
+    if upstream.auth_type in (AuthType.HEADER, AuthType.QUERY):
+        if not upstream.auth_name or not validators.HEADER_OR_PARAM_NAME.match(upstream.auth_name):
+            errors["auth_name"] = [
+                f"Auth type {upstream.auth_type!r} needs a name (letters, digits, - and _)."
+            ]
+        elif (
+            upstream.auth_type == AuthType.HEADER
+            and upstream.auth_name.lower() in validators.RESERVED_HEADERS
+        ):
+            errors["auth_name"] = [f"{upstream.auth_name!r} is a header the proxy manages itself."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def upstream_validate(
+    *,
+    upstream: Upstream,
+    auth_value: str | None,
+    actor_is_staff: bool,
+    resolve: validators.Resolver = validators.resolve_host,
+) -> None:
+    """Raise ValidationError (by field) unless the upstream may be saved: URL, SSRF, auth."""
+    if upstream.allow_private_network and not actor_is_staff:
+        raise ValidationError(
+            {"allow_private_network": ["Only staff may allow an upstream on a private network."]}
+        )
+    upstream.full_clean()
+    upstream.base_url = validators.clean_upstream_url(upstream.base_url)
+    _upstream_check_auth(upstream, auth_value)
+    if not upstream.allow_private_network:
+        try:
+            validators.check_public_destination(upstream.base_url, resolve=resolve)
+        except ValidationError as exc:
+            raise ValidationError({"base_url": exc.messages}) from exc
+
+
+def _upstream_set_credential(upstream: Upstream, auth_value: str | None) -> None:
+    if upstream.auth_type == AuthType.NONE:
+        upstream.auth_name = ""
+        upstream.auth_value_encrypted = ""
+    elif auth_value is not None:
+        upstream.auth_value_encrypted = crypto.encrypt(auth_value)
+
+
+@transaction.atomic
+def upstream_create(
+    *,
+    tenant: Tenant | None,
+    slug: str,
+    base_url: str,
+    name: str = "",
+    auth_type: str = AuthType.NONE,
+    auth_name: str = "",
+    auth_value: str = "",
+    timeout_seconds: int = 30,
+    is_active: bool = True,
+    allow_private_network: bool = False,
+    actor: Actor = None,
+    actor_is_staff: bool = False,
+    resolve: validators.Resolver = validators.resolve_host,
+) -> Upstream:
+    """A tenant's own upstream, or a global one (tenant None) made by staff. Refuses private addresses
+    unless staff allowed them."""
+    if tenant is None and not actor_is_staff:
+        raise ValidationError({"tenant": ["Only staff may create a global upstream."]})
+    upstream = Upstream(
+        tenant=tenant,
+        slug=slug,
+        name=name or slug,
+        base_url=base_url,
+        auth_type=auth_type,
+        auth_name=auth_name,
+        timeout_seconds=timeout_seconds,
+        is_active=is_active,
+        allow_private_network=allow_private_network,
+    )
+    upstream_validate(
+        upstream=upstream, auth_value=auth_value, actor_is_staff=actor_is_staff, resolve=resolve
+    )
+    _upstream_set_credential(upstream, auth_value)
+    upstream.save()
+    audit_record(
+        action="upstream.created",
+        tenant=tenant,
+        actor=actor,
+        target=upstream,
+        data={"base_url": upstream.base_url, "auth_type": upstream.auth_type},
+    )
+    return upstream
+
+
+@transaction.atomic
+def upstream_update(
+    *,
+    upstream: Upstream,
+    actor: Actor = None,
+    actor_is_staff: bool = False,
+    auth_value: str | None = None,
+    allow_private_network: bool | None = None,
+    resolve: validators.Resolver = validators.resolve_host,
+    **fields: object,
+) -> Upstream:
+    """Change an upstream's fields; `auth_value` None keeps the stored credential."""
+    unknown = set(fields) - set(UPSTREAM_FIELDS)
+    if unknown:
+        raise ValidationError({name: ["This field cannot be changed."] for name in unknown})
+    for name, value in fields.items():
+        setattr(upstream, name, value)
+    if allow_private_network is not None and allow_private_network != upstream.allow_private_network:
+        if not actor_is_staff:
+            raise ValidationError(
+                {"allow_private_network": ["Only staff may allow an upstream on a private network."]}
+            )
+        upstream.allow_private_network = allow_private_network
+    # A tenant editing an upstream staff put on a private network keeps that permission.
+    upstream_validate(upstream=upstream, auth_value=auth_value, actor_is_staff=True, resolve=resolve)
+    _upstream_set_credential(upstream, auth_value)
+    upstream.save()
+    changed = sorted(fields) + (["auth_value"] if auth_value is not None else [])
+    audit_record(
+        action="upstream.updated",
+        tenant=upstream.tenant,
+        actor=actor,
+        target=upstream,
+        data={"fields": changed},
+    )
+    return upstream
+
+
+@transaction.atomic
+def upstream_delete(*, upstream: Upstream, actor: Actor = None) -> None:
+    audit_record(action="upstream.deleted", tenant=upstream.tenant, actor=actor, target=upstream)
+    upstream.delete()
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+
+def _key_check_upstreams(tenant: Tenant, upstreams: Iterable[Upstream]) -> list[Upstream]:
+    upstreams = list(upstreams)
+    foreign = [u.slug for u in upstreams if u.tenant_id is not None and u.tenant_id != tenant.pk]
+    if foreign:
+        raise ValidationError({"upstreams": [f"Unknown upstream: {slug}." for slug in foreign]})
+    return upstreams
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    actor: Actor = None,
+    upstreams: Iterable[Upstream] = (),
+    ip_address: str | None = None,
+    **fields: object,
+) -> tuple[ApiKey, str]:
+    """A new key for the tenant. Returns the key and its secret, which is never shown again."""
+    unknown = set(fields) - set(KEY_FIELDS)
+    if unknown:
+        raise ValidationError({field: ["This field cannot be set."] for field in unknown})
+    secret = crypto.new_secret()
+    api_key = ApiKey(
+        tenant=tenant,
+        key_id=crypto.new_key_id(),
+        name=name,
+        secret_hash=crypto.hash_secret(secret),
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        **fields,
+    )
+    api_key.full_clean()
+    upstreams = _key_check_upstreams(tenant, upstreams)
+    api_key.save()
+    api_key.upstreams.set(upstreams)
+    audit_record(
+        action="api_key.created",
+        tenant=tenant,
+        actor=actor,
+        target=api_key,
+        ip_address=ip_address,
+        data={"name": api_key.name, "upstreams": [u.slug for u in upstreams]},
+    )
+    return api_key, secret
+
+
+@transaction.atomic
+def api_key_update(
+    *,
+    api_key: ApiKey,
+    actor: Actor = None,
+    upstreams: Iterable[Upstream] | None = None,
+    ip_address: str | None = None,
+    **fields: object,
+) -> ApiKey:
+    """Change a key's name, allowlists, limits or expiry. Other fields are refused, never applied."""
+    unknown = set(fields) - set(KEY_FIELDS)
+    if unknown:
+        raise ValidationError({field: ["This field cannot be changed."] for field in unknown})
+    for name, value in fields.items():
+        setattr(api_key, name, value)
+    api_key.full_clean()
+    api_key.save()
+    changed = sorted(fields)
+    if upstreams is not None:
+        api_key.upstreams.set(_key_check_upstreams(api_key.tenant, upstreams))
+        changed.append("upstreams")
+    audit_record(
+        action="api_key.updated",
+        tenant=api_key.tenant,
+        actor=actor,
+        target=api_key,
+        ip_address=ip_address,
+        data={"fields": changed},
+    )
+    return api_key
+
+
+@transaction.atomic
+def api_key_rotate(
+    *,
+    api_key: ApiKey,
+    actor: Actor = None,
+    grace: timedelta = timedelta(hours=24),
+    ip_address: str | None = None,
+) -> str:
+    """Give the key a new secret; the old one keeps working until now + grace. Returns it, once."""
+    if grace < timedelta(0):
+        raise ValidationError({"grace_seconds": ["The grace period cannot be negative."]})
+    now = timezone.now()
+    secret = crypto.new_secret()
+    if grace > timedelta(0):
+        api_key.previous_secret_hash = api_key.secret_hash
+        api_key.previous_secret_expires_at = now + grace
+    else:
+        api_key.previous_secret_hash = ""
+        api_key.previous_secret_expires_at = None
+    api_key.secret_hash = crypto.hash_secret(secret)
+    api_key.save(
+        update_fields=["secret_hash", "previous_secret_hash", "previous_secret_expires_at", "updated_at"]
+    )
+    audit_record(
+        action="api_key.rotated",
+        tenant=api_key.tenant,
+        actor=actor,
+        target=api_key,
+        ip_address=ip_address,
+        data={"grace_seconds": int(grace.total_seconds())},
+    )
+    return secret
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, actor: Actor = None, ip_address: str | None = None) -> ApiKey:
+    """Revoke the key (and so every token issued for it). Revoking twice keeps the first time."""
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at", "updated_at"])
+        audit_record(
+            action="api_key.revoked",
+            tenant=api_key.tenant,
+            actor=actor,
+            target=api_key,
+            ip_address=ip_address,
+        )
+    return api_key
+
+
+# --- Access and management tokens ----------------------------------------------------------------
+
+
+@transaction.atomic
+def access_token_issue(
+    *,
+    api_key: ApiKey,
+    ttl: int | None = None,
+    allowed_origins: list[str] | None = None,
+    now: datetime | None = None,
+) -> tuple[AccessToken, str]:
+    """A short-lived token for the key; its origins may narrow the key's allowlist, never widen it.
+    Returns the token row and its clear value, shown once."""
+    now = now or timezone.now()
+    if ttl is None:
+        ttl = settings.KEYS_TOKEN_DEFAULT_TTL
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= settings.KEYS_TOKEN_MAX_TTL:
+        raise ValidationError(
+            {"ttl": [f"ttl must be a whole number of seconds from 1 to {settings.KEYS_TOKEN_MAX_TTL}."]}
+        )
+    try:
+        token_origins = validators.clean_origins(allowed_origins or [])
+    except ValidationError as exc:
+        raise ValidationError({"allowed_origins": exc.messages}) from exc
+    widening = origins.patterns_within(
+        [origins.parse_pattern(entry) for entry in token_origins],
+        [origins.parse_pattern(entry) for entry in api_key.allowed_origins],
+    )
+    if widening:
+        raise ValidationError(
+            {"allowed_origins": [f"{entry} is not within the key's allowed origins." for entry in widening]}
+        )
+    clear = crypto.new_access_token()
+    token = AccessToken.objects.create(
+        api_key=api_key,
+        token_hash=crypto.hash_secret(clear),
+        allowed_origins=token_origins,
+        expires_at=now + timedelta(seconds=ttl),
+    )
+    return token, clear
+
+
+@transaction.atomic
+def access_token_revoke(*, token: AccessToken, actor: Actor = None) -> AccessToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        if actor is not None:
+            audit_record(
+                action="access_token.revoked", tenant=token.api_key.tenant, actor=actor, target=token
+            )
+    return token
+
+
+@transaction.atomic
+def management_token_create(
+    *, tenant: Tenant, name: str = "default", actor: Actor = None
+) -> tuple[ManagementToken, str]:
+    """A token for the management API, scoped to one tenant. Returns the row and its clear value, once."""
+    clear = crypto.new_management_token()
+    token = ManagementToken(
+        tenant=tenant,
+        name=name,
+        token_hash=crypto.hash_secret(clear),
+        hint=clear[-4:],
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    token.full_clean()
+    token.save()
+    audit_record(
+        action="management_token.created", tenant=tenant, actor=actor, target=token, data={"name": name}
+    )
+    return token, clear
+
+
+@transaction.atomic
+def management_token_revoke(*, token: ManagementToken, actor: Actor = None) -> ManagementToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit_record(action="management_token.revoked", tenant=token.tenant, actor=actor, target=token)
+    return token

@@ -1,0 +1,237 @@
+"""Validation of allowlist entries, rates and upstream URLs, with messages a tenant can act on.
+
+Each `clean_*` function takes what a user typed and returns the normalised value, or raises
+django.core.exceptions.ValidationError. Models, forms, the API and the commands all call these.
+"""
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from keys import origins
+
+RATE = re.compile(r"^(?P<count>[1-9]\d{0,8})/(?P<multiplier>[1-9]\d{0,4})?(?P<unit>[smhd])$")
+RATE_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+HTTP_METHOD = re.compile(r"^[A-Z][A-Z-]{0,31}$")
+RPC_METHOD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
+USER_AGENT_MAX_LENGTH = 256
+
+Resolver = Callable[[str], list[str]]
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _as_list(value, what: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise ValidationError(f"{what} must be a list.")
+    if len(value) > settings.KEYS_MAX_ALLOWLIST_ENTRIES:
+        raise ValidationError(f"At most {settings.KEYS_MAX_ALLOWLIST_ENTRIES} entries are allowed.")
+    for item in value:
+        if not isinstance(item, str):
+            raise ValidationError(f"Each entry of {what} must be a string, not {item!r}.")
+    return list(value)
+
+
+def _collect(values: list, clean_one: Callable[[str], str]) -> list[str]:
+    cleaned, errors = [], []
+    for value in values:
+        try:
+            cleaned.append(clean_one(value))
+        except ValidationError as exc:
+            errors.extend(exc.messages)
+    if errors:
+        raise ValidationError(errors)
+    return _unique(cleaned)
+
+
+def clean_origin(entry: str) -> str:
+    try:
+        return str(origins.parse_pattern(entry))
+    except origins.OriginError as exc:
+        raise ValidationError(str(exc), code="invalid_origin") from exc
+
+
+def clean_origins(value) -> list[str]:
+    """Allowed origins, normalised (lower-case host, default port dropped)."""
+    return _collect(_as_list(value, "allowed origins"), clean_origin)
+
+
+def clean_network(entry: str) -> str:
+    text = entry.strip()
+    try:
+        return str(ipaddress.ip_network(text, strict=True))
+    except ValueError as exc:
+        raise ValidationError(
+            f"{entry!r} is not an IP address or a CIDR network (e.g. 203.0.113.0/24) without host bits set.",
+            code="invalid_ip",
+        ) from exc
+
+
+def clean_networks(value) -> list[str]:
+    """Allowed client IPs and CIDR networks, IPv4 or IPv6."""
+    return _collect(_as_list(value, "allowed IPs"), clean_network)
+
+
+def clean_user_agent(entry: str) -> str:
+    text = entry.strip()
+    if not text or len(text) > USER_AGENT_MAX_LENGTH or not text.isprintable():
+        raise ValidationError(
+            f"{entry!r} is not a user-agent pattern (printable text up to {USER_AGENT_MAX_LENGTH} "
+            "characters; * matches any run of characters).",
+            code="invalid_user_agent",
+        )
+    return text
+
+
+def clean_user_agents(value) -> list[str]:
+    return _collect(_as_list(value, "allowed user agents"), clean_user_agent)
+
+
+def clean_http_method(entry: str) -> str:
+    text = entry.strip().upper()
+    if not HTTP_METHOD.match(text):
+        raise ValidationError(f"{entry!r} is not an HTTP method (e.g. GET, POST).", code="invalid_method")
+    return text
+
+
+def clean_http_methods(value) -> list[str]:
+    return _collect(_as_list(value, "allowed HTTP methods"), clean_http_method)
+
+
+def clean_rpc_method(entry: str) -> str:
+    text = entry.strip()
+    if not RPC_METHOD.match(text):
+        raise ValidationError(
+            f"{entry!r} is not a JSON-RPC method name (letters, digits, _ . : -).", code="invalid_rpc_method"
+        )
+    return text
+
+
+def clean_rpc_methods(value) -> list[str]:
+    return _collect(_as_list(value, "allowed JSON-RPC methods"), clean_rpc_method)
+
+
+def clean_rate(value: str | None) -> str | None:
+    """A django-ratelimit rate such as 100/m or 10/5s; None or empty means no limit."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or not RATE.match(value.strip()):
+        raise ValidationError(
+            f"{value!r} is not a rate: write N/s, N/m, N/h or N/d (e.g. 100/m).", code="invalid_rate"
+        )
+    return value.strip()
+
+
+def rate_parts(rate: str) -> tuple[int, int]:
+    """(requests, window seconds) of a rate that clean_rate accepted."""
+    match = RATE.match(rate)
+    if match is None:
+        raise ValueError(f"not a rate: {rate!r}")
+    multiplier = int(match["multiplier"] or 1)
+    return int(match["count"]), multiplier * RATE_UNIT_SECONDS[match["unit"]]
+
+
+# --- Upstream URLs and SSRF --------------------------------------------------------------------
+
+
+def address_is_public(address: str) -> bool:
+    """True for a globally routable unicast address; False for loopback, private, link-local,
+    multicast, reserved, unspecified and shared addresses, IPv4-mapped and 6to4/Teredo forms included."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None and not address_is_public(str(embedded)):
+            return False
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback)
+
+
+def resolve_host(host: str) -> list[str]:
+    """Every address `host` resolves to. getaddrinfo also reads the numeric forms an attacker might
+    use for a loopback address: 2130706433, 0177.0.0.1, 0x7f.1, 127.1."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValidationError(f"The host {host!r} could not be resolved.", code="unresolvable") from exc
+    return _unique(info[4][0] for info in infos)
+
+
+def clean_upstream_url(value: str) -> str:
+    """An upstream base URL: http or https, a host, no user info, query or fragment."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("Enter the upstream's base URL.", code="required")
+    text = value.strip()
+    if any(ch.isspace() or ord(ch) < 32 for ch in text):
+        raise ValidationError(
+            "The URL may not contain white space or control characters.", code="invalid_url"
+        )
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError(f"{value!r} is not a valid URL.", code="invalid_url") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValidationError("Only http and https upstream URLs are allowed.", code="invalid_scheme")
+    if not parts.hostname:
+        raise ValidationError("The URL has no host.", code="invalid_url")
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError(
+            "Put credentials in the upstream's auth settings, not in the URL.", code="credentials_in_url"
+        )
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ValidationError(
+            "The base URL may not have a query or fragment; use auth type 'query' for a key parameter.",
+            code="invalid_url",
+        )
+    if port == 0:
+        raise ValidationError("The port must be from 1 to 65535.", code="invalid_url")
+    return f"{parts.scheme.lower()}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def check_public_destination(url: str, *, resolve: Resolver = resolve_host) -> list[str]:
+    """Resolve the URL's host and refuse it unless every address is public. Returns the addresses,
+    so a caller can connect to the address it checked (DNS rebinding)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        literal = ipaddress.ip_address(host)
+        addresses = [str(literal)]
+    except ValueError:
+        addresses = resolve(host)
+    refused = [address for address in addresses if not address_is_public(address)]
+    if refused or not addresses:
+        raise ValidationError(
+            f"The upstream host {host!r} resolves to a non-public address ({', '.join(refused) or 'none'}); "
+            "only staff may allow an upstream on a private network.",
+            code="private_address",
+        )
+    return addresses
+
+
+# --- Upstream credentials ----------------------------------------------------------------------
+
+HEADER_OR_PARAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+# Headers the proxy sets or strips itself; an upstream credential may not claim them.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    }
+)
