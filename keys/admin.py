@@ -122,8 +122,14 @@ class UpstreamForm(forms.ModelForm):
             candidate = Upstream(
                 pk=self.instance.pk,
                 auth_value_encrypted=self.instance.auth_value_encrypted,
-                **{field: data[field] for field in self.Meta.fields if field != "auth_value"},
+                # UpstreamForm's own fields: the admin's form class also lists its read-only fields.
+                **{
+                    field: data.get(field, getattr(self.instance, field, None))
+                    for field in UpstreamForm.Meta.fields
+                    if field != "auth_value"
+                },
             )
+            candidate._state.adding = self.instance._state.adding  # an edit is not a clash with itself
             try:
                 services.upstream_validate(
                     upstream=candidate, auth_value=data.get("auth_value") or None, actor_is_staff=True
@@ -144,6 +150,10 @@ class UpstreamAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         return [*UpstreamForm.Meta.fields, "credential_stored"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Keys name upstreams by slug, and an upstream does not change owner: both are set once.
+        return [*self.readonly_fields, "tenant", "slug"] if obj else self.readonly_fields
 
     @admin.display(boolean=True, description="credential stored")
     def credential_stored(self, obj: Upstream) -> bool:

@@ -21,17 +21,40 @@ slug_validator = RegexValidator(
 )
 
 
+class PolicyQuerySet(models.QuerySet):
+    """A bulk update announces the policies it changes, as a save does (keys/signals.py), so the
+    proxy's caches also learn of writes that bypass save()."""
+
+    def update(self, **kwargs) -> int:
+        from keys.signals import announce
+
+        changes = self.model.policy_changes(self)
+        count = super().update(**kwargs)
+        announce(**changes)
+        return count
+
+    def update_quietly(self, **kwargs) -> int:
+        """An update that cannot change any policy (a last-used time): nothing to announce."""
+        return super().update(**kwargs)
+
+
 class Tenant(models.Model):
     slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True, help_text="A suspended tenant's keys answer 403.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
+    objects = PolicyQuerySet.as_manager()
+
     class Meta:
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.slug
+
+    @staticmethod
+    def policy_changes(queryset) -> dict:
+        return {"key_ids": list(ApiKey.objects.filter(tenant__in=queryset).values_list("key_id", flat=True))}
 
 
 class Role(models.TextChoices):
@@ -92,11 +115,18 @@ class Upstream(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = PolicyQuerySet.as_manager()
+
     class Meta:
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.slug
+
+    @staticmethod
+    def policy_changes(queryset) -> dict:
+        key_ids = ApiKey.objects.filter(upstreams__in=queryset).values_list("key_id", flat=True)
+        return {"key_ids": list(key_ids), "upstreams_changed": True}
 
     @property
     def has_credential(self) -> bool:
@@ -140,12 +170,18 @@ class ApiKey(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    objects = PolicyQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API key"
 
     def __str__(self) -> str:
         return f"{self.key_id} ({self.name})"
+
+    @staticmethod
+    def policy_changes(queryset) -> dict:
+        return {"key_ids": list(queryset.values_list("key_id", flat=True))}
 
     NORMALISERS = {
         "allowed_origins": validators.clean_origins,
@@ -185,11 +221,17 @@ class AccessToken(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
+    objects = PolicyQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"token for {self.api_key.key_id} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+    @staticmethod
+    def policy_changes(queryset) -> dict:
+        return {"token_hashes": list(queryset.values_list("token_hash", flat=True))}
 
     def state_at(self, now: datetime) -> str:
         if self.revoked_at is not None:

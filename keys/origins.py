@@ -44,6 +44,8 @@ class Origin:
 
 def _valid_host(host: str) -> bool:
     if host.startswith("["):
+        if not host.endswith("]"):
+            return False
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:

@@ -172,7 +172,7 @@ def clean_upstream_url(value: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError("Enter the upstream's base URL.", code="required")
     text = value.strip()
-    if any(ch.isspace() or ord(ch) < 32 for ch in text):
+    if any(ch.isspace() or ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):  # C0, DEL, C1
         raise ValidationError(
             "The URL may not contain white space or control characters.", code="invalid_url"
         )

@@ -172,5 +172,27 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # Refusals (4xx) are answers, not incidents: django.request logs only server errors.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "django.request": {"level": "ERROR"}},
 }
+
+# --- The proxy (DESIGN.md "The proxy") ---
+# Largest request body relayed upstream, in bytes; larger ones answer 413 before any upstream byte.
+PROXY_MAX_BODY_BYTES = int(os.environ.get("PROXY_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
+# Seconds a cached key/upstream/token policy is trusted while the Redis push channel is live
+# (without it, one second: a revocation reaches every process within a second either way).
+PROXY_POLICY_TTL = float(os.environ.get("PROXY_POLICY_TTL", "300"))
+# Most policies each process keeps in memory.
+PROXY_POLICY_CACHE_ENTRIES = int(os.environ.get("PROXY_POLICY_CACHE_ENTRIES", "50000"))
+# Connections kept open per upstream address, per process.
+PROXY_POOL_SIZE = int(os.environ.get("PROXY_POOL_SIZE", "32"))
+# Seconds a checked upstream address is reused before the host is resolved (and checked) again.
+PROXY_DNS_CACHE_SECONDS = float(os.environ.get("PROXY_DNS_CACHE_SECONDS", "30"))
+# Largest share of a rate limit one process leases from Redis at a time.
+PROXY_RATE_LEASE_MAX = int(os.environ.get("PROXY_RATE_LEASE_MAX", "256"))
+# Seconds between flushes of usage counters to Redis.
+PROXY_USAGE_FLUSH_SECONDS = float(os.environ.get("PROXY_USAGE_FLUSH_SECONDS", "1.0"))
+# Access-Control-Max-Age of preflight answers, in seconds.
+PROXY_CORS_MAX_AGE = int(os.environ.get("PROXY_CORS_MAX_AGE", "600"))
+# Load balancers whose X-Forwarded-For is believed (CIDRs, comma-separated); none by default.
+PROXY_TRUSTED_PROXIES = env_list("PROXY_TRUSTED_PROXIES")

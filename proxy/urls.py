@@ -1,3 +1,11 @@
-urlpatterns: list = [
-    # The relay view arrives with the proxy issue; DESIGN.md: ANY /proxy/<upstream>/<key_id>/<path>.
+from django.urls import re_path
+
+from proxy import views
+
+# DESIGN.md: ANY /proxy/<upstream>/<key_id>/<path>; with no path (with or without the slash) the
+# call goes to the upstream's base URL itself.
+urlpatterns = [
+    re_path(
+        r"^(?P<upstream_slug>[a-z0-9-]+)/(?P<key_id>[^/]+)(?:/(?P<path>.*))?$", views.relay, name="relay"
+    ),
 ]

@@ -1,0 +1,44 @@
+"""The contract's error body (DESIGN.md "Error body"), shared by the proxy and the management API."""
+
+import json
+
+# Every error code of DESIGN.md, with the status it answers. A code not listed here is a bug.
+ERROR_STATUS = {
+    "unknown_upstream": 404,
+    "invalid_key": 401,
+    "tenant_suspended": 403,
+    "key_revoked": 401,
+    "key_expired": 401,
+    "upstream_not_allowed": 403,
+    "secret_required": 401,
+    "invalid_secret": 401,
+    "invalid_token": 401,
+    "token_expired": 401,
+    "origin_not_allowed": 403,
+    "origin_required": 403,
+    "ip_not_allowed": 403,
+    "user_agent_not_allowed": 403,
+    "http_method_not_allowed": 403,
+    "rpc_method_not_allowed": 403,
+    "invalid_rpc_request": 400,
+    "rate_limited": 429,
+    "quota_exceeded": 429,
+    "invalid_path": 400,
+    "payload_too_large": 413,
+    "upstream_unreachable": 502,
+    "upstream_timeout": 504,
+    "service_unavailable": 503,
+    "not_found": 404,
+    "invalid_request": 400,
+}
+
+
+def error_payload(code: str, message: str, request_id: str, fields: dict | None = None) -> dict:
+    error = {"code": code, "message": message, "request_id": request_id}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def error_json(code: str, message: str, request_id: str, fields: dict | None = None) -> bytes:
+    return json.dumps(error_payload(code, message, request_id, fields)).encode()

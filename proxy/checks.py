@@ -1,0 +1,181 @@
+"""DESIGN.md's check table as small pure functions of (policy, request facts).
+
+Each returns None when the request passes, or a Rejection saying which contract error to answer.
+They touch no database and no network: the policies they read are already in memory.
+"""
+
+import base64
+import binascii
+import ipaddress
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keys import crypto
+from keys.errors import ERROR_STATUS
+from keys.origins import origin_allowed
+from proxy.policy import KeyPolicy, TokenPolicy, UpstreamPolicy
+
+SECRET = "secret"  # noqa: S105 - the credential kind of a request that showed the key's secret
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    status: int
+    code: str
+    message: str
+    retry_after: int | None = None
+
+
+def reject(code: str, message: str, retry_after: int | None = None) -> Rejection:
+    return Rejection(ERROR_STATUS[code], code, message, retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the checks need to know about one request."""
+
+    method: str
+    origin: str | None  # None: the request has no Origin header
+    authorization: str
+    client_ip: str
+    user_agent: str
+    now: float
+
+
+def check_upstream(upstream: UpstreamPolicy | None, slug: str) -> Rejection | None:
+    if upstream is None or not upstream.is_active:
+        return reject("unknown_upstream", f"There is no upstream {slug!r}.")
+    return None
+
+
+def check_key(key: KeyPolicy | None, key_id: str, now: float) -> Rejection | None:
+    if key is None:
+        return reject("invalid_key", f"{key_id} is not a valid API key.")
+    if not key.tenant_active:
+        return reject("tenant_suspended", f"The account that owns {key_id} is suspended.")
+    if key.revoked_at is not None and key.revoked_at <= now:
+        return reject("key_revoked", f"{key_id} has been revoked.")
+    if key.expires_at is not None and key.expires_at <= now:
+        return reject("key_expired", f"{key_id} has expired.")
+    return None
+
+
+def check_upstream_allowed(key: KeyPolicy, upstream: UpstreamPolicy) -> Rejection | None:
+    owned_elsewhere = upstream.tenant_id is not None and upstream.tenant_id != key.tenant_id
+    if upstream.slug not in key.upstreams or owned_elsewhere:
+        return reject("upstream_not_allowed", f"{key.key_id} may not call the upstream {upstream.slug!r}.")
+    return None
+
+
+def secret_valid(key: KeyPolicy, secret: str, now: float) -> bool:
+    """The key's secret, or its previous secret while the rotation grace lasts; constant time."""
+    if not crypto.well_formed(secret, crypto.SECRET_PREFIX):
+        return False
+    if crypto.secret_matches(secret, key.secret_hash):
+        return True
+    return (
+        key.previous_secret_until is not None
+        and now < key.previous_secret_until
+        and crypto.secret_matches(secret, key.previous_secret_hash)
+    )
+
+
+def check_credentials(
+    key: KeyPolicy, facts: Facts, token_policy: Callable[[str], TokenPolicy | None]
+) -> tuple[Rejection | None, str | TokenPolicy | None]:
+    """(rejection, credential): the credential is SECRET, the TokenPolicy used, or None for none shown."""
+    scheme, _, value = facts.authorization.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "basic":
+        try:
+            user, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return reject("invalid_secret", "The Authorization header is not valid Basic credentials."), None
+        if user not in ("", key.key_id) or not secret_valid(key, secret, facts.now):
+            return reject("invalid_secret", f"That is not the secret of {key.key_id}."), None
+        return None, SECRET
+    if scheme == "bearer":
+        token = value.strip()
+        if not crypto.well_formed(token, crypto.ACCESS_TOKEN_PREFIX):
+            return reject("invalid_token", "The bearer token is not a valid access token."), None
+        policy = token_policy(token)
+        if policy is None or policy.revoked or policy.key_id != key.key_id:
+            return reject(
+                "invalid_token", f"The bearer token is not a valid access token for {key.key_id}."
+            ), None
+        if policy.expires_at <= facts.now:
+            return reject("token_expired", "The access token has expired; exchange a new one."), None
+        return None, policy
+    if key.secret_required:
+        return reject(
+            "secret_required", f"{key.key_id} requires its secret (Basic auth) or an access token (Bearer)."
+        ), None
+    return None, None
+
+
+def check_origin(key: KeyPolicy, facts: Facts, credential: str | TokenPolicy | None) -> Rejection | None:
+    if facts.origin is not None:
+        token_origins = credential.origins if isinstance(credential, TokenPolicy) else ()
+        if not origin_allowed(facts.origin, key.origins) or not origin_allowed(facts.origin, token_origins):
+            return reject("origin_not_allowed", f"Origin {facts.origin} is not allowed for key {key.key_id}.")
+    elif key.origins and credential is None:
+        return reject(
+            "origin_required",
+            f"{key.key_id} allows only listed origins; without an Origin, send the secret or a token.",
+        )
+    return None
+
+
+def _client_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def check_client(key: KeyPolicy, facts: Facts) -> Rejection | None:
+    """The IP, user-agent and HTTP-method allowlists."""
+    if key.networks:
+        address = _client_address(facts.client_ip)
+        if address is None or not any(address in network for network in key.networks):
+            return reject(
+                "ip_not_allowed", f"Client address {facts.client_ip} is not allowed for {key.key_id}."
+            )
+    if key.user_agents and not any(pattern.match(facts.user_agent) for pattern in key.user_agents):
+        return reject("user_agent_not_allowed", f"This user agent is not allowed for {key.key_id}.")
+    if key.http_methods and facts.method not in key.http_methods:
+        return reject(
+            "http_method_not_allowed", f"HTTP method {facts.method} is not allowed for {key.key_id}."
+        )
+    return None
+
+
+def rpc_methods_of(body: bytes) -> list[str] | None:
+    """The method names of a JSON-RPC call or batch; None when the body is not JSON-RPC."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    calls = payload if isinstance(payload, list) else [payload]
+    if not calls or not all(isinstance(call, dict) and isinstance(call.get("method"), str) for call in calls):
+        return None
+    return [call["method"] for call in calls]
+
+
+def check_rpc_methods(key: KeyPolicy, body: bytes) -> Rejection | None:
+    methods = rpc_methods_of(body)
+    if methods is None:
+        return reject(
+            "invalid_rpc_request",
+            f"{key.key_id} allows only listed JSON-RPC methods; the body is not JSON-RPC.",
+        )
+    refused = [method for method in methods if method not in key.rpc_methods]
+    if refused:
+        return reject(
+            "rpc_method_not_allowed", f"JSON-RPC method {refused[0][:100]!r} is not allowed for {key.key_id}."
+        )
+    return None

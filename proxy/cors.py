@@ -1,0 +1,39 @@
+"""CORS for proxied answers, per key (DESIGN.md "CORS").
+
+The proxy answers CORS itself rather than through django-cors-headers: its preflight answer is
+204 with the requested headers echoed, and the allowlist is each key's own (with DESIGN.md's origin
+forms), decided from the key named in the URL. django-cors-headers serves the rest of the site.
+"""
+
+from django.conf import settings
+
+from keys.origins import origin_allowed
+from proxy.policy import KeyPolicy
+
+EXPOSED = "X-Request-Id, Retry-After, RateLimit, RateLimit-Policy"
+DEFAULT_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+def cors_allowed(key: KeyPolicy | None, origin: str | None) -> bool:
+    """True when the answer may carry Access-Control-Allow-Origin for this origin."""
+    return key is not None and origin is not None and origin_allowed(origin, key.origins)
+
+
+def is_preflight(method: str, headers) -> bool:
+    return method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
+
+
+def cors_headers(origin: str, allowed: bool) -> dict[str, str]:
+    """Headers every proxied answer carries: Vary always, the allow headers only for an allowed origin."""
+    if not allowed:
+        return {"Vary": "Origin"}
+    return {"Vary": "Origin", "Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSED}
+
+
+def preflight_headers(key: KeyPolicy, origin: str, requested_headers: str) -> dict[str, str]:
+    headers = cors_headers(origin, True)
+    headers["Access-Control-Allow-Methods"] = ", ".join(sorted(key.http_methods)) or DEFAULT_METHODS
+    if requested_headers:
+        headers["Access-Control-Allow-Headers"] = requested_headers
+    headers["Access-Control-Max-Age"] = str(settings.PROXY_CORS_MAX_AGE)
+    return headers

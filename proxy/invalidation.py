@@ -1,0 +1,91 @@
+"""Dropping cached policies everywhere when a key, token, upstream or tenant changes.
+
+keys.signals.policy_changed fires after commit in the process that made the change: its own cache
+is dropped at once, and the change is published on a Redis channel. Every process runs a listener
+thread subscribed to that channel, which drops the same entries within milliseconds. While the
+listener is not subscribed (Redis down, reconnecting, or no Redis at all) the policy cache trusts
+its entries for one second only, so a change still reaches every process within a second.
+"""
+
+import json
+import logging
+import threading
+import time
+
+from django.conf import settings
+
+from keys.signals import policy_changed
+from proxy.policy import policies
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "keyportal:policy-changed"
+_listener: threading.Thread | None = None
+_listener_lock = threading.Lock()
+
+
+def _redis():
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def on_policy_changed(sender, *, key_ids=(), token_hashes=(), upstreams_changed=False, **kwargs) -> None:
+    """Drop this process's entries now, and tell the other processes."""
+    _drop(key_ids, token_hashes, upstreams_changed)
+    if not settings.REDIS_URL:
+        return
+    message = json.dumps({"k": list(key_ids), "t": list(token_hashes), "u": bool(upstreams_changed)})
+    try:
+        _redis().publish(CHANNEL, message)
+    except Exception:  # noqa: BLE001 - other processes fall back to the one-second policy lifetime
+        logger.warning("could not publish a policy change; other processes will see it within a second")
+
+
+def _drop(key_ids, token_hashes, upstreams_changed: bool) -> None:
+    policies.drop(key_ids=key_ids, token_hashes=token_hashes)
+    if upstreams_changed:
+        policies.upstreams.clear()
+
+
+def _listen() -> None:
+    while True:
+        pubsub = None
+        try:
+            pubsub = _redis().pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(CHANNEL)
+            # Anything cached before the subscription may have missed a change: start afresh.
+            policies.clear()
+            policies.push_channel_live.set()
+            while True:
+                message = pubsub.get_message(timeout=5.0)
+                if message is None:
+                    pubsub.ping()
+                    continue
+                change = json.loads(message["data"])
+                _drop(change.get("k", ()), change.get("t", ()), change.get("u", False))
+        except Exception:  # noqa: BLE001 - reconnect after any failure
+            policies.push_channel_live.clear()
+            logger.warning("policy change listener disconnected; retrying in a second")
+            time.sleep(1.0)
+        finally:
+            if pubsub is not None:
+                try:
+                    pubsub.close()
+                except Exception:  # noqa: BLE001, S110 - closing a broken connection
+                    pass
+
+
+def start_listener() -> None:
+    """Start this process's listener thread once (only with Redis; it is a daemon thread)."""
+    global _listener
+    if not settings.REDIS_URL or _listener is not None:
+        return
+    with _listener_lock:
+        if _listener is None:
+            _listener = threading.Thread(target=_listen, name="policy-listener", daemon=True)
+            _listener.start()
+
+
+def connect() -> None:
+    policy_changed.connect(on_policy_changed, dispatch_uid="proxy.invalidation")

@@ -1,0 +1,73 @@
+"""What the relay reads from the incoming request: its id, the client address, and the body."""
+
+import ipaddress
+import re
+import uuid
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from proxy import checks
+from proxy.policy import KeyPolicy
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def request_id(request: HttpRequest) -> str:
+    """The caller's X-Request-Id when it is a sane token (so traces join up), else a new one."""
+    incoming = request.headers.get("X-Request-Id", "")
+    return incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def _trusted(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net) for net in settings.PROXY_TRUSTED_PROXIES)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address: the peer, unless the peer is a trusted proxy, in which case the
+    right-most X-Forwarded-For entry that is not itself a trusted proxy. A client cannot choose it."""
+    peer = request.META.get("REMOTE_ADDR", "")
+    if not settings.PROXY_TRUSTED_PROXIES or not _trusted(peer):
+        return peer
+    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop):
+            return hop
+    return peer
+
+
+def forwarded_headers(request: HttpRequest, ip: str, rid: str) -> dict[str, str]:
+    return {
+        "X-Forwarded-For": ip,
+        "X-Forwarded-Proto": request.scheme,
+        "X-Forwarded-Host": request.META.get("HTTP_HOST", ""),
+        "X-Request-Id": rid,
+    }
+
+
+def content_length(request: HttpRequest) -> int:
+    try:
+        return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
+
+
+def check_rpc_body(request: HttpRequest, key: KeyPolicy) -> tuple[bytes | None, checks.Rejection | None]:
+    """For a key with a JSON-RPC allowlist: (the body, read once, and the method check's verdict).
+    A body over the size limit is left for check_body_size to refuse."""
+    length = content_length(request)
+    if not key.rpc_methods or length > settings.PROXY_MAX_BODY_BYTES:
+        return None, None
+    body = request.read(length) if length else b""
+    return body, checks.check_rpc_methods(key, body)
+
+
+def check_body_size(request: HttpRequest) -> checks.Rejection | None:
+    limit = settings.PROXY_MAX_BODY_BYTES
+    if content_length(request) > limit:
+        return checks.reject("payload_too_large", f"The request body is over {limit} bytes.")
+    return None

@@ -1,0 +1,143 @@
+"""Usage counting off the hot path: per key, per minute, by outcome and rejection code.
+
+A request only increments a counter in process memory. A background thread flushes the counters
+to Redis every PROXY_USAGE_FLUSH_SECONDS (one pipelined round trip), and at exit; the roll-up job
+moves them into the database. Each key's `last_used_at` is written at most once a minute across
+all processes (a Redis SET NX guards it), by the flusher, never by the request.
+Without Redis (the embedded default) the counters are flushed into an in-process store instead.
+"""
+
+import atexit
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
+
+ALLOWED, REJECTED, UPSTREAM_ERROR = "allowed", "rejected", "upstream_error"
+USAGE_KEY = "usage:{minute}"  # a Redis hash per minute: "key_id|outcome|code" -> count
+USAGE_RETENTION_SECONDS = 3 * 86400
+LAST_USED_INTERVAL = 60
+
+
+class LocalUsageStore:
+    """Flushed counters of this process, by minute, for the roll-up when there is no Redis."""
+
+    def __init__(self) -> None:
+        self.minutes: dict[int, Counter] = defaultdict(Counter)
+        self._last_used: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def add(
+        self, counts: dict[tuple[int, str, str, str], int], used_key_ids: set[str], now: float
+    ) -> list[str]:
+        with self.lock:
+            for (minute, key_id, outcome, code), count in counts.items():
+                self.minutes[minute][f"{key_id}|{outcome}|{code}"] += count
+        due = [
+            key_id for key_id in used_key_ids if now - self._last_used.get(key_id, 0) >= LAST_USED_INTERVAL
+        ]
+        self._last_used.update(dict.fromkeys(due, now))
+        return due
+
+
+class RedisUsageStore:
+    def __init__(self) -> None:
+        from django_redis import get_redis_connection
+
+        self._client = get_redis_connection("default")
+
+    def add(
+        self, counts: dict[tuple[int, str, str, str], int], used_key_ids: set[str], now: float
+    ) -> list[str]:
+        pipe = self._client.pipeline(transaction=False)
+        for (minute, key_id, outcome, code), count in counts.items():
+            name = USAGE_KEY.format(minute=minute)
+            pipe.hincrby(name, f"{key_id}|{outcome}|{code}", count)
+            pipe.expire(name, USAGE_RETENTION_SECONDS)
+        ordered = sorted(used_key_ids)
+        for key_id in ordered:
+            pipe.set(f"lastused:{key_id}", "1", nx=True, ex=LAST_USED_INTERVAL)
+        results = pipe.execute()
+        won = results[len(results) - len(ordered) :] if ordered else []
+        return [key_id for key_id, was_set in zip(ordered, won, strict=True) if was_set]
+
+
+class UsageCounter:
+    def __init__(self, store) -> None:
+        self.store = store
+        self._counts: Counter = Counter()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.flush_failures = 0
+
+    def count(self, key_id: str, outcome: str, code: str = "") -> None:
+        """Count one request; costs a dictionary increment."""
+        minute = int(time.time() // 60) * 60
+        with self._lock:
+            self._counts[(minute, key_id, outcome, code)] += 1
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
+            self._thread.start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(settings.PROXY_USAGE_FLUSH_SECONDS)
+            self.flush()
+
+    def flush(self) -> None:
+        """Move the counted usage to the store and touch last_used_at of the keys used."""
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        if not counts:
+            return
+        now = time.time()
+        try:
+            due = self.store.add(counts, {key_id for (_, key_id, _, _) in counts}, now)
+        except Exception:  # noqa: BLE001 - keep the counts and try again next time
+            self.flush_failures += 1
+            logger.warning("usage flush failed; will retry", exc_info=True)
+            with self._lock:
+                self._counts.update(counts)
+            return
+        if due:
+            self._touch_last_used(due, now)
+
+    @staticmethod
+    def _touch_last_used(key_ids: list[str], now: float) -> None:
+        from keys.models import ApiKey
+
+        try:
+            ApiKey.objects.filter(key_id__in=key_ids).update_quietly(
+                last_used_at=datetime.fromtimestamp(now, UTC)
+            )
+        except Exception:  # noqa: BLE001 - a missed last-used time is not worth an error
+            logger.warning("could not update last_used_at", exc_info=True)
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                close_old_connections()
+
+    def pending(self) -> dict:
+        with self._lock:
+            return dict(self._counts)
+
+
+def _make_counter() -> UsageCounter:
+    if settings.REDIS_URL:
+        return UsageCounter(RedisUsageStore())
+    return UsageCounter(LocalUsageStore())
+
+
+usage = _make_counter()
