@@ -23,6 +23,19 @@ test: $(VENV)/.dev
 	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings_test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+$(VENV)/.bench: bench/requirements.txt $(VENV)/.runtime
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+## bench: the proxy against nginx, django-revproxy and a direct call on loopback (needs PostgreSQL and
+## Redis running; installs wrk and nginx with apt-get when missing). BENCH_ARGS=--quick for about a minute
+bench: $(VENV)/.bench
+	@if ! command -v wrk >/dev/null || ! PATH="$$PATH:/usr/sbin:/sbin" command -v nginx >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk nginx-light; \
+	fi
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

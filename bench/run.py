@@ -3,9 +3,9 @@
     .venv/bin/python bench/run.py [--duration S] [--rounds N] [--connections C] [--quick]
 
 Starts a fast upstream (nginx `return 200` with a 200-byte JSON body), nginx `proxy_pass` to it, the
-product's proxy and django-revproxy (each under granian, WSGI, 2 workers), measures each and a direct
-call with wrk in interleaved rounds, then the latency added at one connection and the memory of the
-product's workers while a 100 MiB answer streams through them. bench/README.md explains each row.
+product's proxy and django-revproxy (each under granian, WSGI), measures each and a direct call with
+wrk in interleaved rounds, then the latency added at one connection and the memory of the Django
+proxies' workers while a 100 MiB answer streams through them. bench/README.md explains each row.
 Every process it starts is ended at exit, on Ctrl-C and on failure too.
 """
 
@@ -38,12 +38,12 @@ BENCH = ROOT / "bench"
 ORIGIN = "http://bench.example"
 TENANT, UPSTREAM_SLUG = "bench", "bench-upstream"
 # The upstream's answer: 200 bytes of JSON (no quote, backslash or $ that nginx would read).
-BODY = ('{"jsonrpc":"2.0","id":1,"result":"0x' + "0" * 158 + '"}').encode()
+BODY = ('{"jsonrpc":"2.0","id":1,"result":"0x' + "0" * 162 + '"}').encode()
 assert len(BODY) == 200
 BIG_MIB = 100
 INSTALL_HINT = (
-    "install them with: apt-get update && apt-get install -y wrk nginx-light  (or run `make bench`, "
-    "which does that and installs bench/requirements.txt)"
+    "install them with: apt-get update && apt-get install -y wrk nginx-light  "
+    "(or run `make bench`, which does that and installs bench/requirements.txt)"
 )
 
 
@@ -55,49 +55,48 @@ class BenchError(Exception):
 
 
 def _die_with_parent() -> None:
-    # Run in the child before exec: if this script is killed outright, the child gets SIGTERM.
+    # In the child before exec: should this script be killed outright, the child still gets SIGTERM.
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Processes:
-    """Every process the bench starts, each in a process group of its own, so that stopping one ends
-    its workers too. stop_all() ends them all: SIGTERM, then SIGKILL for what is left."""
+    """Every process the bench starts, each in a process group of its own so that stopping it ends its
+    workers too. stop_all() ends them all: SIGTERM to the group, then SIGKILL to whatever is left."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
-        self.running: list[tuple[str, subprocess.Popen]] = []
+        self.running: list[subprocess.Popen] = []
 
-    def start(self, name: str, argv: list[str], *, env=None, cwd=None, log=True) -> subprocess.Popen:
-        out = open(self.logs / f"{name}.log", "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    def start(self, name: str, argv: list[str], *, env=None, cwd=None, capture=False) -> subprocess.Popen:
+        log = None if capture else open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
         try:
             proc = subprocess.Popen(
                 argv,
                 env=env,
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
-                stdout=out if log else subprocess.PIPE,
-                stderr=subprocess.STDOUT if log else subprocess.PIPE,
+                stdout=subprocess.PIPE if capture else log,
+                stderr=subprocess.PIPE if capture else subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run while processes start
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no other thread runs while processes start
             )
         finally:
-            if log:
-                out.close()
-        self.running.append((name, proc))
+            if log is not None:
+                log.close()
+        self.running.append(proc)
         return proc
 
     def log_of(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def stop(self, proc: subprocess.Popen, timeout: float = 10.0) -> None:
-        self.running = [(n, p) for n, p in self.running if p is not proc]
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc in self.running:
+            self.running.remove(proc)
         _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10.0)
         deadline = time.monotonic() + 3.0
         while _group_alive(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -106,7 +105,7 @@ class Processes:
             proc.wait(5.0)
 
     def stop_all(self) -> None:
-        for _, proc in reversed(list(self.running)):
+        for proc in reversed(list(self.running)):
             self.stop(proc)
 
 
@@ -129,44 +128,47 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_serving(procs: Processes, name: str, proc, url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{name} exited ({proc.returncode}) while starting:\n{tail(procs.log_of(name))}")
-        with contextlib.suppress(OSError):
-            status, _, _ = fetch(url, timeout=2.0)
-            if status < 500:
-                return
-        time.sleep(0.1)
-    raise BenchError(f"{name} did not answer {url} within {timeout:g} s:\n{tail(procs.log_of(name))}")
-
-
 def tail(text: str, lines: int = 15) -> str:
     return textwrap.indent("\n".join(text.strip().splitlines()[-lines:]), "    ")
 
 
 def fetch(url: str, headers=None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback URLs we built
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-            return answer.status, dict(answer.headers.items()), answer.read()
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers.items()), exc.read()
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def wait_until_serving(procs: Processes, name: str, proc, url: str, timeout: float = 60.0) -> None:
+    """Until `url` answers 200 with a matching Origin (a refusal means the setup is wrong: say so)."""
+    deadline, last = time.monotonic() + timeout, "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited ({proc.returncode}) while starting:\n{tail(procs.log_of(name))}")
+        try:
+            status, _, body = fetch(url, {"Origin": ORIGIN}, timeout=2.0)
+        except OSError as exc:
+            last = str(exc)
+        else:
+            if status == 200:
+                return
+            last = f"{status} {body[:300]!r}"
+            if status < 500:
+                break
+        time.sleep(0.1)
+    raise BenchError(f"{name}: {url} did not answer 200 (last: {last}):\n{tail(procs.log_of(name))}")
 
 
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # Field 4 (ppid) comes after the command name, which is in parentheses and may hold spaces.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry))
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                # The ppid follows the command name, which is in parentheses and may hold spaces.
+                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
     return sorted(found)
 
 
@@ -183,7 +185,7 @@ def memory_kib(pid: int) -> tuple[int, int]:
 # --- the servers -----------------------------------------------------------------------------------
 
 
-def nginx_conf(tmp: Path, name: str, port: int, workers: int, server_block: str, http_extra: str = "") -> Path:
+def nginx_conf(tmp: Path, name: str, port: int, workers: int, server: str, http_extra: str = "") -> Path:
     temp = tmp / f"nginx-{name}"
     temp.mkdir(exist_ok=True)
     conf = tmp / f"nginx-{name}.conf"
@@ -192,7 +194,7 @@ def nginx_conf(tmp: Path, name: str, port: int, workers: int, server_block: str,
 daemon off;
 worker_processes {workers};
 pid {temp}/nginx.pid;
-error_log {tmp}/logs/nginx-{name}.error.log warn;
+error_log {tmp}/logs/nginx-{name}.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -207,7 +209,7 @@ http {{
     {http_extra}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-        {server_block}
+        {server}
     }}
 }}
 """
@@ -216,8 +218,8 @@ http {{
 
 
 def start_nginx(procs: Processes, nginx: str, tmp: Path, name: str, conf: Path, port: int) -> None:
-    proc = procs.start(name, [nginx, "-p", str(tmp), "-e", str(tmp / "logs" / f"{name}.log"), "-c", str(conf)])
-    wait_until_serving(procs, name, proc, f"http://127.0.0.1:{port}/bench", timeout=15.0)
+    argv = [nginx, "-p", str(tmp), "-e", str(tmp / "logs" / f"nginx-{name}.log"), "-c", str(conf)]
+    wait_until_serving(procs, name, procs.start(name, argv), f"http://127.0.0.1:{port}/bench", 15.0)
 
 
 def product_env(args) -> dict[str, str]:
@@ -247,90 +249,51 @@ def revproxy_env(upstream_port: int) -> dict[str, str]:
 
 
 def granian_argv(granian: str, app: str, port: int, workers: int, threads: int) -> list[str]:
-    return [
-        granian,
-        "--interface",
-        "wsgi",
-        "--workers",
-        str(workers),
-        "--blocking-threads",
-        str(threads),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        app,
-    ]
+    options = f"--interface wsgi --workers {workers} --blocking-threads {threads} --host 127.0.0.1"
+    return [granian, *options.split(), "--port", str(port), "--log-level", "warning", app]
 
 
 @dataclass
 class Server:
-    """A granian server of one of the two Django proxies, at one blocking-thread count."""
+    """One of the two Django proxies under granian, at one blocking-thread count."""
 
     kind: str  # "product" or "revproxy"
     threads: int
     port: int
     proc: subprocess.Popen
     name: str
+    key_id: str
 
-    def url(self, key_id: str, path: str = "bench") -> str:
+    def url(self, path: str = "bench") -> str:
         if self.kind == "product":
-            return f"http://127.0.0.1:{self.port}/proxy/{UPSTREAM_SLUG}/{key_id}/{path}"
+            return f"http://127.0.0.1:{self.port}/proxy/{UPSTREAM_SLUG}/{self.key_id}/{path}"
         return f"http://127.0.0.1:{self.port}/{path}"
 
 
 class Servers:
-    def __init__(self, procs: Processes, args, tools: dict[str, str], upstream_port: int) -> None:
-        self.procs, self.args, self.tools, self.upstream_port = procs, args, tools, upstream_port
+    def __init__(self, procs: Processes, args, tools: dict[str, str], upstream_port: int, key_id: str):
+        self.procs, self.args, self.tools = procs, args, tools
+        self.upstream_port, self.key_id = upstream_port, key_id
         self.started = 0
+        self.readiness_answers = 0  # 200s the product served to wait_until_serving
 
-    def start(self, kind: str, threads: int, key_id: str) -> Server:
+    def start(self, kind: str, threads: int) -> Server:
         port = free_port()
         self.started += 1
-        name = f"granian-{kind}-{threads}t-{self.started}"
+        name = f"granian-{kind}-{threads}threads-{self.started}"
         if kind == "product":
             app, env, cwd = "portal.wsgi:application", product_env(self.args), ROOT
         else:
             app, env, cwd = "revproxy_site.wsgi:application", revproxy_env(self.upstream_port), BENCH
         argv = granian_argv(self.tools["granian"], app, port, self.args.workers, threads)
         proc = self.procs.start(name, argv, env=env, cwd=cwd)
-        server = Server(kind, threads, port, proc, name)
-        wait_until_serving(self.procs, name, proc, server.url(key_id), timeout=60.0)
+        server = Server(kind, threads, port, proc, name, self.key_id)
+        wait_until_serving(self.procs, name, proc, server.url())
+        self.readiness_answers += kind == "product"
         return server
 
-    def stop(self, server: Server) -> None:
-        self.procs.stop(server.proc)
 
-
-# --- data ------------------------------------------------------------------------------------------
-
-
-def venv_python(tools, code: str, env: dict[str, str], what: str) -> str:
-    done = subprocess.run(
-        [tools["python"], "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    if done.returncode != 0:
-        raise BenchError(f"{what} failed:\n{tail(done.stderr or done.stdout)}")
-    return done.stdout
-
-
-def manage(tools, env, *argv: str) -> str:
-    done = subprocess.run(
-        [tools["python"], "manage.py", *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        raise BenchError(f"manage.py {' '.join(argv)} failed:\n{tail(done.stderr or done.stdout)}")
-    return done.stdout
-
-
-def last_json(output: str) -> dict:
-    for line in reversed(output.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise BenchError(f"expected a JSON line in:\n{tail(output)}")
-
+# --- the product's data ----------------------------------------------------------------------------
 
 RESET_DATABASE = """
 import sys, psycopg
@@ -341,20 +304,20 @@ with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 """
 
+# "flush" empties the bench's Redis database; "usage" sums the product's usage counters by outcome.
 REDIS = """
 import json, sys, redis
 client = redis.Redis.from_url(sys.argv[1], socket_connect_timeout=3)
+counts = {}
 if sys.argv[2] == "flush":
     client.flushdb()
-    print("{}")
 else:
-    counts = {}
     for name in client.scan_iter("usage:*"):
         for field, value in client.hgetall(name).items():
             key_id, outcome, code = field.decode().split("|")
             label = outcome + (":" + code if code else "")
             counts[label] = counts.get(label, 0) + int(value)
-    print(json.dumps(counts))
+print(json.dumps(counts))
 """
 
 CREATE_KEY = f"""
@@ -373,57 +336,40 @@ print(json.dumps({{"key_id": key.key_id}}))
 """
 
 
+def run_python(tools, *argv: str, env=None, what: str, timeout: float = 300) -> str:
+    done = subprocess.run(
+        [tools["python"], *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise BenchError(f"{what} failed:\n{tail(done.stderr or done.stdout)}")
+    return done.stdout
+
+
+def redis_call(tools, args, action: str) -> dict[str, int]:
+    hint = f"Redis at {args.redis_url} ({action}) — is it running (redis-cli ping)?"
+    return json.loads(run_python(tools, "-c", REDIS, args.redis_url, action, what=hint, timeout=30))
+
+
 def prepare_data(tools, args, upstream_port: int) -> str:
-    """A fresh database with a tenant, the upstream and the bench key; returns the key id."""
+    """A fresh database with the tenant, the upstream and the bench's key; returns the key id."""
     parts = urlsplit(args.database_url)
-    database = parts.path.lstrip("/")
-    admin_url = parts._replace(path="/postgres").geturl()
+    database, admin_url = parts.path.lstrip("/"), parts._replace(path="/postgres").geturl()
+    hint = f"(re)creating database {database!r} at {admin_url} — is PostgreSQL running (pg_isready)?"
+    run_python(tools, "-c", RESET_DATABASE, admin_url, database, what=hint, timeout=60)
+    redis_call(tools, args, "flush")
     env = product_env(args)
-    try:
-        venv_python(tools, RESET_DATABASE + "\n", env, "PostgreSQL").strip()
-    except BenchError:
-        pass  # reported below with the real arguments
-    done = subprocess.run(
-        [tools["python"], "-c", RESET_DATABASE, admin_url, database],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if done.returncode != 0:
-        raise BenchError(
-            f"cannot (re)create database {database!r} at {admin_url} — is PostgreSQL running "
-            f"(pg_isready -h 127.0.0.1)?\n{tail(done.stderr)}"
-        )
-    done = subprocess.run(
-        [tools["python"], "-c", REDIS, args.redis_url, "flush"], capture_output=True, text=True, timeout=30
-    )
-    if done.returncode != 0:
-        raise BenchError(f"cannot reach Redis at {args.redis_url} (redis-cli ping?):\n{tail(done.stderr)}")
-    manage(tools, env, "migrate", "--no-input", "-v", "0")
-    manage(tools, env, "create_tenant", TENANT, "--owner", "bench@bench.example")
-    manage(
-        tools,
-        env,
-        "create_upstream",
-        UPSTREAM_SLUG,
-        f"http://127.0.0.1:{upstream_port}",
-        "--allow-private-network",
-    )
-    return last_json(manage(tools, env, "shell", "--no-imports", "-c", CREATE_KEY))["key_id"]
 
+    def manage(*argv: str) -> str:
+        return run_python(tools, "manage.py", *argv, env=env, what=f"manage.py {' '.join(argv[:2])}")
 
-def usage_counts(tools, args) -> dict[str, int]:
-    done = subprocess.run(
-        [tools["python"], "-c", REDIS, args.redis_url, "usage"], capture_output=True, text=True, timeout=30
-    )
-    return json.loads(done.stdout) if done.returncode == 0 else {}
-
-
-def flush_redis(tools, args) -> None:
-    with contextlib.suppress(Exception):
-        subprocess.run(
-            [tools["python"], "-c", REDIS, args.redis_url, "flush"], capture_output=True, timeout=30
-        )
+    manage("migrate", "--no-input", "-v", "0")
+    manage("create_tenant", TENANT, "--owner", "bench@bench.example")
+    manage("create_upstream", UPSTREAM_SLUG, f"http://127.0.0.1:{upstream_port}", "--allow-private-network")
+    output = manage("shell", "--no-imports", "-c", CREATE_KEY)
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)["key_id"]
+    raise BenchError(f"creating the key printed no JSON:\n{tail(output)}")
 
 
 # --- wrk -------------------------------------------------------------------------------------------
@@ -445,7 +391,7 @@ UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 def _ms(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
     if not match:
-        raise ValueError(text)
+        raise BenchError(f"unexpected wrk time {text!r}")
     return float(match.group(1)) * UNITS_MS[match.group(2)]
 
 
@@ -457,13 +403,10 @@ def parse_wrk(output: str) -> Run:
         raise BenchError(f"could not read wrk's output:\n{tail(output, 30)}")
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    socket_errors = {}
-    if errors:
-        socket_errors = {
-            name: int(value)
-            for name, value in zip(("connect", "read", "write", "timeout"), errors.groups(), strict=True)
-            if int(value)
-        }
+    names = ("connect", "read", "write", "timeout")
+    socket_errors = (
+        {n: int(v) for n, v in zip(names, errors.groups(), strict=True) if int(v)} if errors else {}
+    )
     return Run(
         rps=float(rps.group(1)),
         p50=percentiles[50],
@@ -475,28 +418,19 @@ def parse_wrk(output: str) -> Run:
 
 
 class Load:
-    """wrk against one URL; remembers what each target's runs saw go wrong."""
+    """wrk against one URL at a time; keeps what went wrong and how many product requests completed."""
 
-    def __init__(self, procs: Processes, wrk: str) -> None:
-        self.procs, self.wrk = procs, wrk
+    def __init__(self, procs: Processes, wrk: str, threads: int) -> None:
+        self.procs, self.wrk, self.threads = procs, wrk, threads
         self.problems: list[str] = []
-        self.completed: dict[str, int] = {}
-        self.connections_used: dict[str, int] = {}
+        self.product_completed = 0  # answers wrk received from the product
+        self.product_in_flight = 0  # at most this many more may have been served as wrk stopped
 
-    def run(self, label: str, url: str, *, threads: int, connections: int, seconds: float) -> Run:
-        argv = [
-            self.wrk,
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--latency",
-            "--timeout",
-            "10s",
-            "-H",
-            f"Origin: {ORIGIN}",
-            url,
-        ]
-        proc = self.procs.start("wrk", argv, log=False)
+    def run(self, label: str, url: str, *, connections: int, seconds: float, single=False) -> Run:
+        threads = 1 if single else min(self.threads, connections)
+        argv = [self.wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+        argv += ["--timeout", "10s", "-H", f"Origin: {ORIGIN}", url]
+        proc = self.procs.start("wrk", argv, capture=True)
         try:
             out, err = proc.communicate(timeout=seconds + 60)
         finally:
@@ -504,74 +438,74 @@ class Load:
         if proc.returncode != 0:
             raise BenchError(f"wrk failed on {url}:\n{tail(err.decode(errors='replace'))}")
         run = parse_wrk(out.decode(errors="replace"))
-        self.completed[label] = self.completed.get(label, 0) + run.requests
-        self.connections_used[label] = self.connections_used.get(label, 0) + connections
+        if "/proxy/" in url:
+            self.product_completed += run.requests
+            self.product_in_flight += connections
         if run.non_2xx:
-            self.problems.append(f"{label}: {run.non_2xx} non-2xx answers of {run.requests} (wrk -c{connections})")
+            self.problems.append(
+                f"{label}: {run.non_2xx} non-2xx answers of {run.requests} (-c{connections})"
+            )
         if run.socket_errors:
-            self.problems.append(f"{label}: socket errors {run.socket_errors} (wrk -c{connections})")
+            self.problems.append(f"{label}: socket errors {run.socket_errors} (-c{connections})")
         return run
 
 
 # --- measurements ----------------------------------------------------------------------------------
 
 
-def check_answers(targets: dict[str, str], product_url: str) -> list[str]:
-    """Each target answers the upstream's body; the product also applies its origin check."""
-    problems = []
+def check_answers(targets: dict[str, str], product: Server) -> tuple[list[str], int]:
+    """Each target answers the upstream's body; the product also applies its origin check.
+    Returns the problems, and how many 200s the product served to these checks."""
+    problems, product_ok = [], 0
     for label, url in targets.items():
         status, headers, body = fetch(url, {"Origin": ORIGIN})
+        product_ok += url == product.url() and status == 200
         if status != 200 or body != BODY:
             problems.append(f"{label}: answered {status} with {body[:200]!r} instead of the 200-byte body")
-    status, headers, _ = fetch(product_url, {"Origin": ORIGIN})
-    lower = {name.lower(): value for name, value in headers.items()}
-    if lower.get("access-control-allow-origin") != ORIGIN or "ratelimit-policy" not in lower:
-        problems.append(f"product: answer lacks the CORS or rate-limit headers: {headers}")
-    status, _, body = fetch(product_url, {"Origin": "http://other.example"})
+        if url == product.url() and (
+            headers.get("access-control-allow-origin") != ORIGIN or "ratelimit-policy" not in headers
+        ):
+            problems.append(f"{label}: its answer lacks the CORS or rate-limit headers: {headers}")
+    status, _, body = fetch(product.url(), {"Origin": "http://other.example"})
     if status != 403:
         problems.append(f"product: a foreign Origin answered {status}, not 403: {body[:200]!r}")
-    return problems
+    return problems, product_ok
 
 
-def sweep(servers: Servers, load: Load, args, key_id: str) -> dict[str, dict[int, Run]]:
+def sweep(servers: Servers, load: Load, args) -> dict[str, dict[int, Run]]:
+    """Each Django proxy at each blocking-thread count, one at a time, each after a 1 s warm-up."""
     results: dict[str, dict[int, Run]] = {"product": {}, "revproxy": {}}
     for threads in args.blocking_threads:
-        for kind in ("product", "revproxy"):
-            server = servers.start(kind, threads, key_id)
+        for kind in results:
+            server = servers.start(kind, threads)
             try:
-                url = server.url(key_id)
-                load.run(f"{kind} (warm-up)", url, threads=args.threads, connections=args.connections, seconds=1)
-                results[kind][threads] = load.run(
-                    f"{kind} ({threads} threads, sweep)",
-                    url,
-                    threads=args.threads,
-                    connections=args.connections,
-                    seconds=args.sweep_duration,
-                )
+                load.run(f"{kind} warm-up", server.url(), connections=args.connections, seconds=1)
+                label = f"{kind}, {threads} blocking threads (sweep)"
+                run = load.run(label, server.url(), connections=args.connections, seconds=args.sweep_duration)
             finally:
-                servers.stop(server)
-            print(
-                f"  sweep: {kind:<8} {threads:>3} blocking threads: {results[kind][threads].rps:>8.0f} req/s",
-                flush=True,
-            )
+                servers.procs.stop(server.proc)
+            results[kind][threads] = run
+            print(f"  {kind:<8} {threads:>3} blocking threads: {run.rps:>7.0f} req/s", flush=True)
     return results
 
 
-def rounds(load: Load, targets: dict[str, str], args, *, connections: int, threads: int, seconds: float):
+def rounds(load: Load, targets: dict[str, str], args, *, connections: int, seconds: float):
     runs: dict[str, list[Run]] = {label: [] for label in targets}
     labels = list(targets)
     for number in range(args.rounds):
-        # Rotate the order every round, so no target always runs first or last as the machine drifts.
+        # Rotate the order every round, so that no target always runs first or last as the machine drifts.
         shift = number % len(labels)
         for label in labels[shift:] + labels[:shift]:
             runs[label].append(
-                load.run(label, targets[label], threads=threads, connections=connections, seconds=seconds)
+                load.run(
+                    label, targets[label], connections=connections, seconds=seconds, single=connections == 1
+                )
             )
-        print(f"  round {number + 1}/{args.rounds} done (-c{connections})", flush=True)
+        print(f"  round {number + 1}/{args.rounds} done", flush=True)
     return runs
 
 
-def median_run(runs: list[Run]) -> dict[str, float]:
+def summarize(runs: list[Run]) -> dict:
     rps = [run.rps for run in runs]
     median = statistics.median(rps)
     return {
@@ -579,7 +513,7 @@ def median_run(runs: list[Run]) -> dict[str, float]:
         "p50": statistics.median(run.p50 for run in runs),
         "p99": statistics.median(run.p99 for run in runs),
         "spread": (max(rps) - min(rps)) / median if median else 0.0,
-        "rounds": [round(value) for value in rps],
+        "rounds_rps": [round(value) for value in rps],
     }
 
 
@@ -594,8 +528,8 @@ class Stream:
     peak_rss: dict[int, int] = field(default_factory=dict)
 
 
-def stream_through(port: int, path: str, rate_mib_s: float | None) -> Stream:
-    """GET a large answer and discard it, at full speed or at a fixed rate; returns what arrived."""
+def stream_through(port: int, path: str, rate_mib_s: float | None, out: list) -> None:
+    """GET a large answer and discard it, at full speed or at a fixed rate; appends a Stream to `out`."""
     result = Stream(label="")
     started = time.monotonic()
     digest = hashlib.md5(usedforsecurity=False)
@@ -608,30 +542,37 @@ def stream_through(port: int, path: str, rate_mib_s: float | None) -> Stream:
         while chunk := answer.read(block):
             result.received += len(chunk)
             digest.update(chunk)
-            if rate_mib_s is not None:
-                # Sleep until the bytes so far are due at the chosen rate.
-                due = started + result.received / (rate_mib_s * (1 << 20))
-                time.sleep(max(0.0, due - time.monotonic()))
+            if rate_mib_s is not None:  # sleep until the bytes read so far are due at that rate
+                time.sleep(max(0.0, started + result.received / (rate_mib_s * (1 << 20)) - time.monotonic()))
         conn.close()
     except (OSError, http.client.HTTPException) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     result.seconds = time.monotonic() - started
     result.digest = digest.hexdigest()
-    return result
+    out.append(result)
 
 
-def measure_memory(server: Server, key_id: str, expected_digest: str, rates) -> tuple[list, dict, list]:
-    """Workers' (VmRSS, VmHWM) before and after, and the peak RSS sampled during each stream."""
+@dataclass
+class Memory:
+    server: Server
+    workers: list[int]
+    before: dict[int, tuple[int, int]]
+    after: dict[int, tuple[int, int]]
+    streams: list[Stream]
+
+
+def measure_memory(server: Server, streams: list[tuple[str, float | None]]) -> Memory:
+    """The workers' (VmRSS, VmHWM) before and after, and their RSS sampled every 10 ms during each stream."""
     workers = children_of(server.proc.pid)
     if not workers:
-        raise BenchError(f"found no worker processes under granian (pid {server.proc.pid})")
+        raise BenchError(f"found no worker process under granian (pid {server.proc.pid})")
     before = {pid: memory_kib(pid) for pid in workers}
-    streams = []
-    path = f"/proxy/{UPSTREAM_SLUG}/{key_id}/big.bin"
-    for label, rate in rates:
+    done = []
+    path = urlsplit(server.url("big.bin")).path
+    for label, rate in streams:
         holder: list[Stream] = []
-        reader = threading.Thread(target=lambda r=rate: holder.append(stream_through(server.port, path, r)))
-        peak = {pid: 0 for pid in workers}
+        reader = threading.Thread(target=stream_through, args=(server.port, path, rate, holder))
+        peak = dict.fromkeys(workers, 0)
         reader.start()
         while reader.is_alive():
             for pid in workers:
@@ -639,60 +580,48 @@ def measure_memory(server: Server, key_id: str, expected_digest: str, rates) -> 
                     peak[pid] = max(peak[pid], memory_kib(pid)[0])
             time.sleep(0.01)
         reader.join()
-        stream = holder[0] if holder else Stream(label=label, error="the reader thread died")
+        stream = holder[0] if holder else Stream(label="", error="the reader thread failed")
         stream.label, stream.peak_rss = label, peak
-        streams.append(stream)
-    after = {pid: memory_kib(pid) for pid in workers}
-    problems = []
-    for stream in streams:
-        if stream.error or stream.status != 200 or stream.received != BIG_MIB << 20:
-            problems.append(
-                f"product, {stream.label}: status {stream.status}, {stream.received} of {BIG_MIB << 20} "
-                f"bytes{', ' + stream.error if stream.error else ''}"
-            )
-        elif stream.digest != expected_digest:
-            problems.append(f"product, {stream.label}: the streamed bytes differ from the file")
-    return [(pid, before[pid], after[pid]) for pid in workers], {"streams": streams}, problems
+        done.append(stream)
+    return Memory(server, workers, before, {pid: memory_kib(pid) for pid in workers}, done)
 
 
 # --- report ----------------------------------------------------------------------------------------
 
-
-def mib(kib: int) -> str:
-    return f"{kib / 1024:.1f}"
+LOG_LINE = re.compile(r"Traceback|\b(WARNING|ERROR|CRITICAL)\b|\[(warn|error|crit|alert|emerg)\]")
 
 
-def server_log_problems(procs: Processes) -> list[str]:
-    problems = []
+def log_problems(procs: Processes) -> list[str]:
+    """Warnings and errors in the servers' logs: each distinct message once, with its count and where."""
+    seen: dict[str, dict[str, int]] = {}
     for path in sorted(procs.logs.glob("*.log")):
-        text = path.read_text(errors="replace")
-        bad = [
-            line
-            for line in text.splitlines()
-            if re.search(r"Traceback|\bERROR\b|\bCRITICAL\b|\[(error|crit|alert|emerg)\]", line)
+        for line in path.read_text(errors="replace").splitlines():
+            if LOG_LINE.search(line):
+                message = re.sub(r"^[\d\-/: ,.]+", "", line).strip()[:300]  # without the timestamp
+                where = seen.setdefault(message, {})
+                where[path.stem] = where.get(path.stem, 0) + 1
+    return [
+        f"{sum(where.values())} x in the logs ({', '.join(f'{name}: {n}' for name, n in where.items())}): "
+        f"{message}"
+        for message, where in list(seen.items())[:10]
+    ]
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for row in [headers, *rows]:
+        cells = [row[0].ljust(widths[0])] + [
+            cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)
         ]
-        if bad:
-            sample = "\n".join(bad[:5])
-            problems.append(f"{path.stem}: {len(bad)} error lines in its log, e.g.\n{textwrap.indent(sample, '    ')}")
-    return problems
-
-
-def print_table(headers: list[str], rows: list[list[str]], align: str) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells):
-        return "  " + "  ".join(
-            str(cell).ljust(width) if a == "l" else str(cell).rjust(width)
-            for cell, width, a in zip(cells, widths, align, strict=True)
-        )
-
-    print(line(headers))
-    for row in rows:
-        print(line(row))
+        print("  " + "  ".join(cells).rstrip())
 
 
 def ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}x" if base else "-"
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.1f}"
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -700,36 +629,41 @@ def ratio(value: float, base: float) -> str:
 
 def find_tools() -> dict[str, str]:
     path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
-    tools = {name: shutil.which(name, path=path) for name in ("wrk", "nginx")}
+    tools = {name: shutil.which(name, path=path) or "" for name in ("wrk", "nginx")}
     missing = [name for name, found in tools.items() if not found]
     if missing:
         raise BenchError(f"{' and '.join(missing)} not found; {INSTALL_HINT}")
-    venv = ROOT / ".venv" / "bin"
-    python = venv / "python" if (venv / "python").exists() else Path(sys.executable)
+    venv = ROOT / ".venv" / "bin" / "python"
+    python = venv if venv.exists() else Path(sys.executable)
     granian = python.parent / "granian"
     if not granian.exists():
-        raise BenchError(f"granian not found beside {python}; run `make bench` (or pip install -r requirements.txt)")
-    check = subprocess.run([str(python), "-c", "import django, revproxy"], capture_output=True, timeout=60)
+        raise BenchError(f"granian is not installed beside {python}; run `make bench`")
+    check = subprocess.run(
+        [str(python), "-c", "import django, revproxy, psycopg, redis"], capture_output=True
+    )
     if check.returncode != 0:
         raise BenchError(
-            f"django-revproxy is not installed in {python.parent.parent}; "
-            f"run `{python} -m pip install -r bench/requirements.txt` (or `make bench`)"
+            f"{python} lacks the product's or the bench's packages; run `make bench` "
+            f"(or {python} -m pip install -r requirements.txt -r bench/requirements.txt)"
         )
-    return {**tools, "python": str(python), "granian": str(granian)}  # type: ignore[dict-item]
+    return {**tools, "python": str(python), "granian": str(granian)}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, help="seconds per measured wrk run (default 10, quick 3)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds; medians are reported (default 3, quick 1)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--workers", type=int, default=2, help="granian workers per server (default 2)")
+    parser.add_argument("--duration", type=float, help="seconds of each measured wrk run (10; quick: 3)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds, medians reported (3; quick: 1)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    parser.add_argument("--workers", type=int, default=2, help="granian workers of each Django proxy (2)")
     parser.add_argument(
         "--blocking-threads",
-        help="granian --blocking-threads values to sweep, comma-separated (default 1,2,4,8; quick 2,8)",
+        help="granian --blocking-threads values to try, comma-separated (1,2,4,8; quick: 2,4)",
     )
-    parser.add_argument("--quick", action="store_true", help="about a minute: 1 short round, a smaller sweep")
+    parser.add_argument(
+        "--quick", action="store_true", help="about a minute: one short round, a smaller sweep"
+    )
+    parser.add_argument("--slow-rate", type=float, default=25.0, help="MiB/s of the slow reader (25)")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/keyportal_bench"),
@@ -738,33 +672,34 @@ def parse_args(argv=None):
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
-        help="Redis database the bench flushes before and after (env BENCH_REDIS_URL)",
+        help="Redis database the bench empties before and after (env BENCH_REDIS_URL)",
     )
-    parser.add_argument("--slow-rate", type=float, default=25.0, help="MiB/s of the slow reader (default 25)")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (path printed)")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the servers' logs (the path is printed)"
+    )
     args = parser.parse_args(argv)
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.sweep_duration = max(2.0, args.duration / 3)
-    args.latency_duration = max(2.0, args.duration / 2)
-    default_threads = "2,8" if args.quick else "1,2,4,8"
-    args.blocking_threads = [int(n) for n in (args.blocking_threads or default_threads).split(",")]
-    if min(args.blocking_threads) < 1 or args.rounds < 1 or args.connections < 1 or args.threads < 1:
-        parser.error("counts must be at least 1")
-    args.threads = min(args.threads, args.connections)
+    args.sweep_duration = max(2.0, round(args.duration / 3))
+    args.latency_duration = max(2.0, round(args.duration / 2))
+    args.blocking_threads = [
+        int(n) for n in (args.blocking_threads or ("2,4" if args.quick else "1,2,4,8")).split(",")
+    ]
+    if min(args.blocking_threads + [args.rounds, args.connections, args.threads, args.workers]) < 1:
+        parser.error("every count must be at least 1")
     return args
 
 
-def raise_exit(signum, frame):
+def _exit_on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_exit)
-    signal.signal(signal.SIGHUP, raise_exit)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="keyportal-bench-"))
-    tmp.chmod(0o755)  # nginx workers (nobody, when started as root) read the big file from here
+    tmp.chmod(0o755)  # nginx's workers (nobody, when started as root) read the big file from here
     (tmp / "logs").mkdir()
     procs = Processes(tmp / "logs")
     tools: dict[str, str] = {}
@@ -782,32 +717,29 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop_all()
         if tools:
-            flush_redis(tools, args)
+            with contextlib.suppress(Exception):
+                redis_call(tools, args, "flush")
         if args.keep_logs:
-            print(f"logs kept in {tmp / 'logs'}")
-            for path in tmp.iterdir():
-                if path.name != "logs":
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            kept = Path(tempfile.mkdtemp(prefix="keyportal-bench-logs-"))
+            shutil.copytree(tmp / "logs", kept, dirs_exist_ok=True)
+            print(f"logs kept in {kept}")
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
     cores = os.cpu_count() or 0
-    print("keyportal proxy benchmark (everything on loopback, 127.0.0.1)")
+    print("keyportal proxy benchmark: everything on loopback (127.0.0.1)")
     print(
-        f"machine: {cores} CPU cores{' (the whole box has 2)' if cores == 2 else ''}; wrk, nginx, granian, "
-        "Redis and PostgreSQL all share them,\n  so the figures compare the servers with each other on this "
-        "box; they are not the capacity of any of them."
+        f"The whole box has {cores} CPU cores: wrk, nginx, granian, Redis "
+        "and PostgreSQL all share them, so the figures\ncompare the servers with each other on this box; "
+        "they are not the capacity of any of them."
     )
-    estimate = (
-        len(args.blocking_threads) * 2 * (args.sweep_duration + 3.5)
-        + args.rounds * 4 * (args.duration + args.latency_duration + 0.3)
-        + 25
+    expected = len(args.blocking_threads) * 2 * (args.sweep_duration + 3) + args.rounds * 4 * (
+        args.duration + args.latency_duration + 0.2
     )
-    print(f"expected run time: about {estimate / 60:.1f} min\n", flush=True)
+    print(f"Expected run time: about {(expected + 30) / 60:.1f} min\n", flush=True)
 
-    # 1. The upstream, and a 100 MiB file for the memory test.
+    # 1. The upstream (and a 100 MiB file for the memory test); 2. nginx proxy_pass to it.
     www = tmp / "www"
     www.mkdir()
     block, digest = os.urandom(1 << 20), hashlib.md5(usedforsecurity=False)
@@ -816,125 +748,102 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
             big.write(block)
             digest.update(block)
     upstream_port, nginx_port = free_port(), free_port()
-    body = BODY.decode()
     upstream_conf = nginx_conf(
         tmp,
         "upstream",
         upstream_port,
         1,
         f"location = /big.bin {{ root {www}; }}\n"
-        f"        location / {{ default_type application/json; return 200 '{body}'; }}",
+        f"        location / {{ default_type application/json; return 200 '{BODY.decode()}'; }}",
     )
-    start_nginx(procs, tools["nginx"], tmp, "nginx-upstream", upstream_conf, upstream_port)
-    # 2. nginx proxy_pass to it, with kept-alive upstream connections as the Django proxies have.
-    proxy_conf = nginx_conf(
+    start_nginx(procs, tools["nginx"], tmp, "upstream", upstream_conf, upstream_port)
+    proxy_conf = nginx_conf(  # upstream connections kept alive, as the Django proxies' pools keep them
         tmp,
         "proxy",
         nginx_port,
         args.workers,
-        "location / { proxy_pass http://bench_upstream; proxy_http_version 1.1; "
-        'proxy_set_header Connection ""; }',
-        http_extra=f"upstream bench_upstream {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}",
+        'location / { proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; }',
+        http_extra=f"upstream bench {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}",
     )
-    start_nginx(procs, tools["nginx"], tmp, "nginx-proxy", proxy_conf, nginx_port)
+    start_nginx(procs, tools["nginx"], tmp, "proxy", proxy_conf, nginx_port)
 
     # 3. The product's data: a fresh database, a tenant, the upstream and the key.
-    print("seeding the product's database and Redis ...", flush=True)
+    print("Seeding the product's database ...", flush=True)
     key_id = prepare_data(tools, args, upstream_port)
-    servers = Servers(procs, args, tools, upstream_port)
-    load = Load(procs, tools["wrk"])
+    servers = Servers(procs, args, tools, upstream_port, key_id)
+    load = Load(procs, tools["wrk"], args.threads)
 
-    # 4. granian's blocking threads: each Django proxy at each count, the fastest kept.
-    print(
-        f"granian blocking-thread sweep ({', '.join(map(str, args.blocking_threads))}; wrk -t{args.threads} "
-        f"-c{args.connections}, {args.sweep_duration:g} s each) ...",
-        flush=True,
-    )
-    swept = sweep(servers, load, args, key_id)
-    best = {kind: max(runs, key=lambda n, r=runs: r[n].rps) for kind, runs in swept.items()}
-    product = servers.start("product", best["product"], key_id)
-    revproxy = servers.start("revproxy", best["revproxy"], key_id)
-
-    labels = {
-        "direct": f"direct to the upstream (nginx return 200)",
+    # 4. granian's blocking threads: both Django proxies at each count; each keeps its fastest.
+    print(f"Sweeping granian --blocking-threads ({args.sweep_duration:g} s each) ...", flush=True)
+    swept = sweep(servers, load, args)
+    best = {kind: max(runs, key=lambda n, runs=runs: runs[n].rps) for kind, runs in swept.items()}
+    # The sweep's servers are gone: whatever usage they had counted but not flushed is lost by now.
+    sweep_served = load.product_completed + servers.readiness_answers
+    sweep_in_flight = load.product_in_flight
+    sweep_counted = redis_call(tools, args, "usage").get("allowed", 0)
+    product = servers.start("product", best["product"])
+    revproxy = servers.start("revproxy", best["revproxy"])
+    names = {
+        "direct": "direct to the upstream",
         "nginx": "nginx proxy_pass",
-        "revproxy": f"django-revproxy (granian, {best['revproxy']} threads)",
-        "product": f"product proxy (granian, {best['product']} threads)",
+        "revproxy": f"django-revproxy ({best['revproxy']} thr)",
+        "product": f"product proxy ({best['product']} thr)",
     }
     targets = {
-        labels["direct"]: f"http://127.0.0.1:{upstream_port}/bench",
-        labels["nginx"]: f"http://127.0.0.1:{nginx_port}/bench",
-        labels["revproxy"]: revproxy.url(key_id),
-        labels["product"]: product.url(key_id),
+        names["direct"]: f"http://127.0.0.1:{upstream_port}/bench",
+        names["nginx"]: f"http://127.0.0.1:{nginx_port}/bench",
+        names["revproxy"]: revproxy.url(),
+        names["product"]: product.url(),
     }
-    problems = check_answers(targets, product.url(key_id))
-    for label, url in targets.items():  # warm every pool and cache before anything counts
-        load.run(f"{label} (warm-up)", url, threads=args.threads, connections=args.connections, seconds=1)
+    problems, checks_ok = check_answers(targets, product)
+    for label, url in targets.items():  # every pool and cache warm before anything counts
+        load.run(f"{label} warm-up", url, connections=args.connections, seconds=1)
 
-    # 5. Throughput at -c32, then latency at one connection, in interleaved rounds.
-    print(
-        f"throughput: {args.rounds} round(s) x {len(targets)} targets x {args.duration:g} s "
-        f"(wrk -t{args.threads} -c{args.connections}) ...",
-        flush=True,
-    )
-    loaded = rounds(
-        load, targets, args, connections=args.connections, threads=args.threads, seconds=args.duration
-    )
-    print(
-        f"latency: {args.rounds} round(s) x {len(targets)} targets x {args.latency_duration:g} s (wrk -t1 -c1) ...",
-        flush=True,
-    )
-    single = rounds(load, targets, args, connections=1, threads=1, seconds=args.latency_duration)
+    # 5. Throughput, then latency at one connection, each in interleaved rounds.
+    print(f"Throughput: {args.rounds} round(s) x 4 targets x {args.duration:g} s ...", flush=True)
+    loaded = rounds(load, targets, args, connections=args.connections, seconds=args.duration)
+    print(f"Latency at 1 connection: {args.rounds} round(s) x 4 targets x {args.latency_duration:g} s ...")
+    single = rounds(load, targets, args, connections=1, seconds=args.latency_duration)
 
-    # 6. Memory: 100 MiB through the product, read at full speed and by a slow client.
-    print("memory: streaming 100 MiB through the product proxy ...", flush=True)
-    memory, detail, stream_problems = measure_memory(
-        product,
-        key_id,
-        digest.hexdigest(),
-        [("full speed", None), (f"slow client, {args.slow_rate:g} MiB/s", args.slow_rate)],
-    )
-    problems += stream_problems
-    time.sleep(2.5)  # two usage flushes
-    usage = usage_counts(tools, args)
-    problems += check_answers(targets, product.url(key_id))
+    # 6. Memory: 100 MiB through each Django proxy, read at full speed and by a slow client.
+    print(f"Memory: streaming {BIG_MIB} MiB through each Django proxy ...", flush=True)
+    plan = [("full speed", None), (f"{args.slow_rate:g} MiB/s client", args.slow_rate)]
+    memory = [measure_memory(product, plan), measure_memory(revproxy, plan)]
+    more_problems, more_ok = check_answers(targets, product)
+    problems += more_problems
+    time.sleep(2.5)  # two usage flushes of the running product
+    usage = redis_call(tools, args, "usage")
 
-    # --- report ---
-    summary = {label: median_run(runs) for label, runs in loaded.items()}
-    base = {name: summary[labels[name]]["rps"] for name in ("direct", "nginx", "revproxy")}
-    print()
-    print("=" * 100)
+    # --- the report ---
+    throughput = {label: summarize(runs) for label, runs in loaded.items()}
+    latency = {label: summarize(runs) for label, runs in single.items()}
+    base = {name: throughput[names[name]]["rps"] for name in ("direct", "nginx", "revproxy")}
+    print("\n" + "=" * 110)
     print(
-        f"Machine: {cores} CPU cores, shared by wrk and every server below (loopback); "
-        f"{time.strftime('%Y-%m-%d %H:%M')}"
+        f"{time.strftime('%Y-%m-%d %H:%M')}  {cores} CPU cores in the whole box, shared by wrk and every "
+        f"server (loopback). Upstream: nginx `return 200`, {len(BODY)}-byte JSON."
     )
     print(
-        f"Upstream: nginx `return 200` with a {len(BODY)}-byte JSON body. Django proxies: granian --interface "
-        f"wsgi --workers {args.workers} --blocking-threads N"
+        f"Django proxies: granian --interface wsgi --workers {args.workers} --blocking-threads N.\n"
+        "Product: PostgreSQL + Redis, origin allowlist (matching Origin sent), rate limit 100000000/m, "
+        "usage counting."
     )
-    print(
-        "Product: PostgreSQL + Redis, key with an origin allowlist (matching Origin sent), rate limit "
-        "100000000/m, usage counting on"
-    )
-    print()
-    print(f"granian --blocking-threads sweep (req/s, wrk -t{args.threads} -c{args.connections}, {args.sweep_duration:g} s each):")
+    print(f"\ngranian --blocking-threads sweep (req/s, wrk -t{args.threads} -c{args.connections}, "
+          f"{args.sweep_duration:g} s each, after a 1 s warm-up):")  # fmt: skip
     print_table(
-        ["server", *[f"{n} thr" for n in args.blocking_threads], "picked"],
+        ["server", *[f"{n} threads" for n in args.blocking_threads], "fastest"],
         [
-            [kind, *[f"{swept[kind][n].rps:.0f}" for n in args.blocking_threads], f"{best[kind]} threads"]
-            for kind in ("product", "revproxy")
+            [kind, *[f"{runs[n].rps:.0f}" for n in args.blocking_threads], str(best[kind])]
+            for kind, runs in swept.items()
         ],
-        "l" + "r" * len(args.blocking_threads) + "r",
     )
-    print()
     print(
-        f"Throughput (wrk -t{args.threads} -c{args.connections}, median of {args.rounds} interleaved "
-        f"round(s) x {args.duration:g} s; spread = (max-min)/median of the rounds' req/s):"
+        f"\nThroughput: wrk -t{args.threads} -c{args.connections}, median of {args.rounds} interleaved "
+        f"round(s) x {args.duration:g} s (spread: (max-min)/median of the rounds' req/s)"
     )
-    rows = []
-    for label in targets:
-        s = summary[label]
-        rows.append(
+    print_table(
+        ["target", "req/s", "spread", "p50 ms", "p99 ms", "vs nginx", "vs revproxy", "vs direct"],
+        [
             [
                 label,
                 f"{s['rps']:.0f}",
@@ -945,16 +854,14 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
                 ratio(s["rps"], base["revproxy"]),
                 ratio(s["rps"], base["direct"]),
             ]
-        )
-    print_table(
-        ["target", "req/s", "spread", "p50 ms", "p99 ms", "vs nginx", "vs revproxy", "vs direct"],
-        rows,
-        "lrrrrrrr",
+            for label, s in throughput.items()
+        ],
     )
-    print()
-    latency = {label: median_run(runs) for label, runs in single.items()}
-    direct_p50 = latency[labels["direct"]]["p50"]
-    print(f"Latency at 1 connection (wrk -t1 -c1 --latency, median of {args.rounds} round(s) x {args.latency_duration:g} s):")
+    direct = latency[names["direct"]]
+    print(
+        f"\nLatency at 1 connection: wrk -t1 -c1 --latency, median of {args.rounds} interleaved round(s) x "
+        f"{args.latency_duration:g} s"
+    )
     print_table(
         ["target", "p50 ms", "p99 ms", "req/s", "p50 added vs direct"],
         [
@@ -963,100 +870,109 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
                 f"{s['p50']:.3f}",
                 f"{s['p99']:.3f}",
                 f"{s['rps']:.0f}",
-                "-" if label == labels["direct"] else f"+{(s['p50'] - direct_p50) * 1000:.0f} us",
+                "-" if s is direct else f"+{(s['p50'] - direct['p50']) * 1000:.0f} us",
             ]
             for label, s in latency.items()
         ],
-        "lrrrr",
     )
-    print()
     print(
-        f"Memory of the product's granian workers (MiB; RSS = VmRSS, peak = VmHWM since start) while "
-        f"{BIG_MIB} MiB stream through it:"
+        f"\nMemory: {BIG_MIB} MiB answer streamed through each Django proxy (one request at a time); granian "
+        "workers' RSS in MiB\n(RSS = VmRSS now, peak = VmHWM since the worker started, during = highest RSS "
+        "sampled every 10 ms)"
     )
-    streams = detail["streams"]
-    mem_rows = []
-    for pid, (rss_before, hwm_before), (rss_after, hwm_after) in memory:
-        mem_rows.append(
-            [
-                str(pid),
-                mib(rss_before),
-                mib(hwm_before),
-                *[mib(stream.peak_rss.get(pid, 0)) for stream in streams],
-                mib(rss_after),
-                mib(hwm_after),
-            ]
-        )
-    print_table(
-        [
-            "worker pid",
-            "before RSS",
-            "before peak",
-            *[f"during ({s.label}) max RSS" for s in streams],
-            "after RSS",
-            "after peak",
-        ],
-        mem_rows,
-        "l" + "r" * (4 + len(streams)),
-    )
-    for stream in streams:
-        speed = stream.received / (1 << 20) / stream.seconds if stream.seconds else 0
+    rows = []
+    for m in memory:
+        for pid in m.workers:
+            (rss0, hwm0), (rss1, hwm1) = m.before[pid], m.after[pid]
+            during = [mib(stream.peak_rss.get(pid, 0)) for stream in m.streams]
+            rows.append(
+                [f"{m.server.kind} worker {pid}", mib(rss0), mib(hwm0), *during, mib(rss1), mib(hwm1)]
+            )
+    during_heads = [f"during {stream.label}" for stream in memory[0].streams]
+    print_table(["worker", "before RSS", "before peak", *during_heads, "after RSS", "after peak"], rows)
+    expected_digest = digest.hexdigest()
+    for m in memory:
+        for stream in m.streams:
+            speed = stream.received / (1 << 20) / stream.seconds if stream.seconds else 0.0
+            intact = stream.status == 200 and stream.digest == expected_digest and not stream.error
+            verdict = "200, bytes match the file" if intact else "FAILED"
+            print(
+                f"  {m.server.kind}, {stream.label}: {stream.received / (1 << 20):.0f} MiB in "
+                f"{stream.seconds:.2f} s ({speed:.0f} MiB/s), {verdict}"
+            )
+            if not intact:
+                problems.append(
+                    f"{m.server.kind}, {stream.label}: status {stream.status}, {stream.received} bytes "
+                    f"of {BIG_MIB << 20}{', ' + stream.error if stream.error else ''}"
+                )
+        growth = max(m.after[pid][1] - m.before[pid][1] for pid in m.workers) / 1024
         print(
-            f"  {stream.label}: {stream.received / (1 << 20):.0f} MiB in {stream.seconds:.2f} s "
-            f"({speed:.0f} MiB/s), status {stream.status}, "
-            f"{'bytes match the file' if stream.digest == digest.hexdigest() else 'BYTES DIFFER'}"
+            f"  {m.server.kind}: largest growth of a worker's peak RSS over these streams: {growth:.1f} MiB"
         )
-    growth = max(hwm_after - hwm_before for _, (_, hwm_before), (_, hwm_after) in memory)
-    print(f"  largest growth of a worker's peak RSS across the streams: {growth / 1024:.1f} MiB")
+        if growth > BIG_MIB / 4:
+            problems.append(
+                f"{m.server.kind}: a worker's peak RSS grew {growth:.0f} MiB while {BIG_MIB} MiB streamed "
+                "through it (see the memory table: the slow client's answer is held in memory)"
+            )
 
-    # Usage counting: what the product counted against what wrk and the checks saw complete.
-    product_labels = [label for label in load.completed if label.startswith(("product", labels["product"]))]
-    completed = sum(load.completed[label] for label in product_labels)
-    in_flight = sum(load.connections_used[label] for label in product_labels)
-    allowed = usage.get("allowed", 0)
-    print()
+    # Usage counting, in two parts: the sweep's servers (stopped by now) and the running product.
+    running_served = load.product_completed + servers.readiness_answers + checks_ok + more_ok - sweep_served
+    running_served += sum(s.status == 200 for s in memory[0].streams)
+    running_counted = usage.get("allowed", 0) - sweep_counted
+    running_in_flight = load.product_in_flight - sweep_in_flight
     print(
-        f"Usage counted by the product in Redis: {json.dumps(usage, sort_keys=True)}; wrk completed "
-        f"{completed} product requests (plus up to {in_flight} cut off in flight, and a few checks)"
+        f"\nUsage counting (Redis, by outcome): {json.dumps(usage, sort_keys=True)}\n"
+        f"  running product: counted {running_counted} allowed of {running_served} served "
+        f"(up to {running_in_flight} more may have been cut off as wrk stopped)\n"
+        f"  sweep's servers, stopped with SIGTERM: counted {sweep_counted} of {sweep_served} served "
+        f"(+ up to {sweep_in_flight})"
     )
-    if allowed < completed:
-        problems.append(f"product: usage counted {allowed} allowed requests, fewer than the {completed} served")
-
-    problems += load.problems + server_log_problems(procs)
+    if running_counted < running_served:
+        problems.append(f"product: usage counted {running_counted} of {running_served} requests it served")
+    if sweep_counted < sweep_served:
+        problems.append(
+            f"product: {sweep_served - sweep_counted} of {sweep_served} requests served by workers that were "
+            "then stopped gracefully were never counted (the last flush at exit did not run)"
+        )
+    problems += load.problems + log_problems(procs)
     print()
     if problems:
         print("Problems seen:")
         for problem in problems:
-            print(f"  - {problem}")
+            print(textwrap.fill(problem, 110, initial_indent="  - ", subsequent_indent="    "))
     else:
-        print("Problems seen: none (every answer 2xx, no socket errors, no error lines in the servers' logs)")
-    save_results(args, summary, latency, swept, best, memory, streams, usage, problems)
-    return 1 if problems else 0
+        print("Problems seen: none (every answer 2xx, no socket errors, nothing in the servers' logs)")
+    save(args, swept, best, throughput, latency, memory, usage, problems)
+    return 0
 
 
-def save_results(args, summary, latency, swept, best, memory, streams, usage, problems) -> None:
+def save(args, swept, best, throughput, latency, memory, usage, problems) -> None:
     out = BENCH / "results"
     out.mkdir(exist_ok=True)
     path = out / time.strftime("bench-%Y%m%d-%H%M%S.json")
     payload = {
-        "cores": os.cpu_count(),
-        "args": {k: v for k, v in vars(args).items()},
-        "throughput": summary,
+        "cpu_cores": os.cpu_count(),
+        "args": vars(args),
+        "sweep_rps": {kind: {n: run.rps for n, run in runs.items()} for kind, runs in swept.items()},
+        "blocking_threads": best,
+        "throughput": throughput,
         "latency_1_connection": latency,
-        "sweep": {kind: {n: run.rps for n, run in runs.items()} for kind, runs in swept.items()},
-        "picked_blocking_threads": best,
         "memory_kib": [
-            {"pid": pid, "before": before, "after": after, "during_peak_rss": [s.peak_rss.get(pid) for s in streams]}
-            for pid, before, after in memory
-        ],
-        "streams": [
-            {"label": s.label, "seconds": s.seconds, "bytes": s.received, "status": s.status} for s in streams
+            {
+                "server": m.server.kind,
+                "worker": pid,
+                "before_rss_hwm": m.before[pid],
+                "during_max_rss": {s.label: s.peak_rss.get(pid) for s in m.streams},
+                "after_rss_hwm": m.after[pid],
+            }
+            for m in memory
+            for pid in m.workers
         ],
         "usage": usage,
         "problems": problems,
     }
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    print(f"results saved to {path.relative_to(ROOT)}")
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"Results saved to {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ PROXY_POOL_SIZE = int(os.environ.get("PROXY_POOL_SIZE", "32"))
 PROXY_DNS_CACHE_SECONDS = float(os.environ.get("PROXY_DNS_CACHE_SECONDS", "30"))
 # Largest share of a rate limit one process leases from Redis at a time.
 PROXY_RATE_LEASE_MAX = int(os.environ.get("PROXY_RATE_LEASE_MAX", "256"))
-# Seconds between flushes of usage counters to Redis.
+# Seconds between flushes of usage counters to Redis (0: no flusher thread; tests flush by hand).
 PROXY_USAGE_FLUSH_SECONDS = float(os.environ.get("PROXY_USAGE_FLUSH_SECONDS", "1.0"))
 # Access-Control-Max-Age of preflight answers, in seconds.
 PROXY_CORS_MAX_AGE = int(os.environ.get("PROXY_CORS_MAX_AGE", "600"))

@@ -12,3 +12,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Keep the test run's cache entries apart from anything else using the same Redis.
 if REDIS_URL:  # noqa: F405
     CACHES["default"]["KEY_PREFIX"] = f"test-{os.getpid()}"  # noqa: F405
+# No background usage flusher in the test process: tests that need the counters flush them.
+PROXY_USAGE_FLUSH_SECONDS = 0

@@ -30,6 +30,14 @@ def _redis():
     return get_redis_connection("default")
 
 
+def _subscriber_client():
+    """A client of its own for the subscription: the cache's short socket timeout would cut a
+    connection that rightly waits for messages."""
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=15)
+
+
 def on_policy_changed(sender, *, key_ids=(), token_hashes=(), upstreams_changed=False, **kwargs) -> None:
     """Drop this process's entries now, and tell the other processes."""
     _drop(key_ids, token_hashes, upstreams_changed)
@@ -52,7 +60,7 @@ def _listen() -> None:
     while True:
         pubsub = None
         try:
-            pubsub = _redis().pubsub(ignore_subscribe_messages=True)
+            pubsub = _subscriber_client().pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(CHANNEL)
             # Anything cached before the subscription may have missed a change: start afresh.
             policies.clear()
@@ -62,11 +70,15 @@ def _listen() -> None:
                 if message is None:
                     pubsub.ping()
                     continue
+                if message.get("type") != "message":
+                    continue  # the answer to our ping
                 change = json.loads(message["data"])
                 _drop(change.get("k", ()), change.get("t", ()), change.get("u", False))
-        except Exception:  # noqa: BLE001 - reconnect after any failure
+        except Exception as exc:  # noqa: BLE001 - reconnect after any failure
             policies.push_channel_live.clear()
-            logger.warning("policy change listener disconnected; retrying in a second")
+            logger.warning(
+                "policy change listener disconnected (%s); retrying in a second", type(exc).__name__
+            )
             time.sleep(1.0)
         finally:
             if pubsub is not None:

@@ -215,12 +215,10 @@ class Client:
             )
         except UpstreamBlocked as exc:
             return None, reject("upstream_unreachable", f"The upstream cannot be reached: {exc}")
-        except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
-            return None, reject(
-                "upstream_timeout", f"The upstream did not answer within {upstream.timeout:g} s."
-            )
-        except NewConnectionError:
+        except NewConnectionError:  # before the timeouts: urllib3 makes it a ConnectTimeoutError subclass
             return None, reject("upstream_unreachable", "The upstream refused the connection.")
+        except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
+            return None, timeout_rejection(upstream)
         except HTTPError as exc:
             return None, reject("upstream_unreachable", f"The upstream failed: {type(exc).__name__}.")
         return response, None

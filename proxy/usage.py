@@ -81,7 +81,7 @@ class UsageCounter:
         minute = int(time.time() // 60) * 60
         with self._lock:
             self._counts[(minute, key_id, outcome, code)] += 1
-        if self._thread is None:
+        if self._thread is None and settings.PROXY_USAGE_FLUSH_SECONDS > 0:
             self._start()
 
     def _start(self) -> None:
