@@ -182,6 +182,26 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
+def connections_per_worker(port: int, workers: list[int]) -> list[int]:
+    """How many established connections to `port` each worker process holds (from /proc/net/tcp)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 01: ESTABLISHED
+                    inodes.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid in workers:
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    held += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+        counts.append(held)
+    return counts
+
+
 # --- the servers -----------------------------------------------------------------------------------
 
 
@@ -217,9 +237,12 @@ http {{
     return conf
 
 
-def start_nginx(procs: Processes, nginx: str, tmp: Path, name: str, conf: Path, port: int) -> None:
+def start_nginx(procs: Processes, nginx: str, tmp: Path, name: str, conf: Path, port: int) -> int:
+    """Start nginx; returns its master's pid (its workers are the master's children)."""
     argv = [nginx, "-p", str(tmp), "-e", str(tmp / "logs" / f"nginx-{name}.log"), "-c", str(conf)]
-    wait_until_serving(procs, name, procs.start(name, argv), f"http://127.0.0.1:{port}/bench", 15.0)
+    proc = procs.start(name, argv)
+    wait_until_serving(procs, name, proc, f"http://127.0.0.1:{port}/bench", 15.0)
+    return proc.pid
 
 
 def product_env(args) -> dict[str, str]:
@@ -341,7 +364,7 @@ def run_python(tools, *argv: str, env=None, what: str, timeout: float = 300) -> 
         [tools["python"], *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     if done.returncode != 0:
-        raise BenchError(f"{what} failed:\n{tail(done.stderr or done.stdout)}")
+        raise BenchError(f"{what} failed:\n{tail(done.stderr or done.stdout, 4)}")
     return done.stdout
 
 
@@ -383,6 +406,8 @@ class Run:
     requests: int
     non_2xx: int
     socket_errors: dict[str, int] = field(default_factory=dict)
+    spread: list[int] | None = None  # connections held by each worker of the server, 0.5 s in
+    restarts: int = 0  # wrk starts dropped because one worker held most of the connections
 
 
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
@@ -417,30 +442,58 @@ def parse_wrk(output: str) -> Run:
     )
 
 
+# A server whose workers share one listening socket (granian 2.5, nginx) may hand most of wrk's
+# connections to one worker, and a Python worker alone then does the work of two. A wrk start where one
+# worker holds more than this share of the connections is dropped and started again, up to MAX_STARTS.
+MAX_SHARE = 0.75
+MAX_STARTS = 6
+
+
 class Load:
     """wrk against one URL at a time; keeps what went wrong and how many product requests completed."""
 
     def __init__(self, procs: Processes, wrk: str, threads: int) -> None:
         self.procs, self.wrk, self.threads = procs, wrk, threads
         self.problems: list[str] = []
-        self.product_completed = 0  # answers wrk received from the product
-        self.product_in_flight = 0  # at most this many more may have been served as wrk stopped
+        self.product_completed = 0  # answers wrk received from the product (it may have served more)
+        self.restarts = 0
 
-    def run(self, label: str, url: str, *, connections: int, seconds: float, single=False) -> Run:
+    def _spread(self, server_pid: int | None, port: int, connections: int, wrk) -> list[int] | None:
+        workers = children_of(server_pid) if server_pid else []
+        if len(workers) < 2 or connections < len(workers):
+            return None
+        deadline = time.monotonic() + 0.5
+        counts = connections_per_worker(port, workers)
+        while sum(counts) < connections and time.monotonic() < deadline and wrk.poll() is None:
+            time.sleep(0.05)
+            counts = connections_per_worker(port, workers)
+        return counts
+
+    def run(
+        self, label: str, url: str, *, connections: int, seconds: float, single=False, server_pid=None
+    ) -> Run:
+        """One wrk run; `server_pid` (the process whose children are the workers) to even out connections."""
         threads = 1 if single else min(self.threads, connections)
         argv = [self.wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
         argv += ["--timeout", "10s", "-H", f"Origin: {ORIGIN}", url]
-        proc = self.procs.start("wrk", argv, capture=True)
-        try:
-            out, err = proc.communicate(timeout=seconds + 60)
-        finally:
-            self.procs.stop(proc)
+        product = "/proxy/" in url
+        for attempt in range(MAX_STARTS):
+            proc = self.procs.start("wrk", argv, capture=True)
+            try:
+                spread = self._spread(server_pid, urlsplit(url).port or 80, connections, proc)
+                if spread and max(spread) > MAX_SHARE * sum(spread) and attempt + 1 < MAX_STARTS:
+                    continue  # the finally clause stops this wrk
+                out, err = proc.communicate(timeout=seconds + 60)
+            finally:
+                self.procs.stop(proc)
+            break
+        self.restarts += attempt
         if proc.returncode != 0:
             raise BenchError(f"wrk failed on {url}:\n{tail(err.decode(errors='replace'))}")
         run = parse_wrk(out.decode(errors="replace"))
-        if "/proxy/" in url:
+        run.spread, run.restarts = spread, attempt
+        if product:
             self.product_completed += run.requests
-            self.product_in_flight += connections
         if run.non_2xx:
             self.problems.append(
                 f"{label}: {run.non_2xx} non-2xx answers of {run.requests} (-c{connections})"
@@ -479,9 +532,12 @@ def sweep(servers: Servers, load: Load, args) -> dict[str, dict[int, Run]]:
         for kind in results:
             server = servers.start(kind, threads)
             try:
-                load.run(f"{kind} warm-up", server.url(), connections=args.connections, seconds=1)
+                pid, url = server.proc.pid, server.url()
+                load.run(f"{kind} warm-up", url, connections=args.connections, seconds=1, server_pid=pid)
                 label = f"{kind}, {threads} blocking threads (sweep)"
-                run = load.run(label, server.url(), connections=args.connections, seconds=args.sweep_duration)
+                run = load.run(
+                    label, url, connections=args.connections, seconds=args.sweep_duration, server_pid=pid
+                )
             finally:
                 servers.procs.stop(server.proc)
             results[kind][threads] = run
@@ -489,7 +545,9 @@ def sweep(servers: Servers, load: Load, args) -> dict[str, dict[int, Run]]:
     return results
 
 
-def rounds(load: Load, targets: dict[str, str], args, *, connections: int, seconds: float):
+def rounds(
+    load: Load, targets: dict[str, str], pids: dict[str, int], args, *, connections: int, seconds: float
+):
     runs: dict[str, list[Run]] = {label: [] for label in targets}
     labels = list(targets)
     for number in range(args.rounds):
@@ -498,7 +556,12 @@ def rounds(load: Load, targets: dict[str, str], args, *, connections: int, secon
         for label in labels[shift:] + labels[:shift]:
             runs[label].append(
                 load.run(
-                    label, targets[label], connections=connections, seconds=seconds, single=connections == 1
+                    label,
+                    targets[label],
+                    connections=connections,
+                    seconds=seconds,
+                    single=connections == 1,
+                    server_pid=pids[label],
                 )
             )
         print(f"  round {number + 1}/{args.rounds} done", flush=True)
@@ -514,6 +577,7 @@ def summarize(runs: list[Run]) -> dict:
         "p99": statistics.median(run.p99 for run in runs),
         "spread": (max(rps) - min(rps)) / median if median else 0.0,
         "rounds_rps": [round(value) for value in rps],
+        "connections_per_worker": [run.spread for run in runs],
     }
 
 
@@ -526,6 +590,7 @@ class Stream:
     status: int = 0
     error: str = ""
     peak_rss: dict[int, int] = field(default_factory=dict)
+    speeds: list[float] = field(default_factory=list)  # MiB/s of each repeat
 
 
 def stream_through(port: int, path: str, rate_mib_s: float | None, out: list) -> None:
@@ -561,27 +626,36 @@ class Memory:
     streams: list[Stream]
 
 
-def measure_memory(server: Server, streams: list[tuple[str, float | None]]) -> Memory:
-    """The workers' (VmRSS, VmHWM) before and after, and their RSS sampled every 10 ms during each stream."""
+def measure_memory(server: Server, streams: list[tuple[str, float | None, int]]) -> Memory:
+    """The workers' (VmRSS, VmHWM) before and after, and their RSS sampled every 10 ms during each kind of
+    stream (label, MiB/s or None for full speed, repeats): the peak over its repeats, the median time."""
     workers = children_of(server.proc.pid)
     if not workers:
         raise BenchError(f"found no worker process under granian (pid {server.proc.pid})")
     before = {pid: memory_kib(pid) for pid in workers}
     done = []
     path = urlsplit(server.url("big.bin")).path
-    for label, rate in streams:
+    for label, rate, repeats in streams:
         holder: list[Stream] = []
-        reader = threading.Thread(target=stream_through, args=(server.port, path, rate, holder))
         peak = dict.fromkeys(workers, 0)
-        reader.start()
-        while reader.is_alive():
-            for pid in workers:
-                with contextlib.suppress(OSError, KeyError):
-                    peak[pid] = max(peak[pid], memory_kib(pid)[0])
-            time.sleep(0.01)
-        reader.join()
-        stream = holder[0] if holder else Stream(label="", error="the reader thread failed")
+        for _ in range(repeats):
+            reader = threading.Thread(target=stream_through, args=(server.port, path, rate, holder))
+            reader.start()
+            while reader.is_alive():
+                for pid in workers:
+                    with contextlib.suppress(OSError, KeyError):
+                        peak[pid] = max(peak[pid], memory_kib(pid)[0])
+                time.sleep(0.01)
+            reader.join()
+        if len(holder) < repeats:
+            holder.append(Stream(label="", error="a reader thread failed"))
+        # Report the first failed repeat if any, else the median one.
+        failed = [stream for stream in holder if stream.error or stream.status != 200]
+        stream = failed[0] if failed else sorted(holder, key=lambda st: st.seconds)[len(holder) // 2]
         stream.label, stream.peak_rss = label, peak
+        stream.speeds = [st.received / (1 << 20) / st.seconds for st in holder if st.seconds]
+        if any(st.digest != stream.digest for st in holder):
+            stream.error = "the repeats received different bytes"
         done.append(stream)
     return Memory(server, workers, before, {pid: memory_kib(pid) for pid in workers}, done)
 
@@ -646,7 +720,13 @@ def find_tools() -> dict[str, str]:
             f"{python} lacks the product's or the bench's packages; run `make bench` "
             f"(or {python} -m pip install -r requirements.txt -r bench/requirements.txt)"
         )
-    return {**tools, "python": str(python), "granian": str(granian)}
+    version = subprocess.run([str(granian), "--version"], capture_output=True, text=True, timeout=60)
+    return {
+        **tools,
+        "python": str(python),
+        "granian": str(granian),
+        "granian_version": version.stdout.strip() or "granian (version unknown)",
+    }
 
 
 def parse_args(argv=None):
@@ -712,6 +792,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\nbench: interrupted; stopping everything it started", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        print(f"\nbench: stopped by a signal ({exc.code}); stopping everything it started", file=sys.stderr)
+        raise
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -765,7 +848,7 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
         'location / { proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; }',
         http_extra=f"upstream bench {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}",
     )
-    start_nginx(procs, tools["nginx"], tmp, "proxy", proxy_conf, nginx_port)
+    nginx_pid = start_nginx(procs, tools["nginx"], tmp, "proxy", proxy_conf, nginx_port)
 
     # 3. The product's data: a fresh database, a tenant, the upstream and the key.
     print("Seeding the product's database ...", flush=True)
@@ -779,7 +862,6 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
     best = {kind: max(runs, key=lambda n, runs=runs: runs[n].rps) for kind, runs in swept.items()}
     # The sweep's servers are gone: whatever usage they had counted but not flushed is lost by now.
     sweep_served = load.product_completed + servers.readiness_answers
-    sweep_in_flight = load.product_in_flight
     sweep_counted = redis_call(tools, args, "usage").get("allowed", 0)
     product = servers.start("product", best["product"])
     revproxy = servers.start("revproxy", best["revproxy"])
@@ -795,19 +877,20 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
         names["revproxy"]: revproxy.url(),
         names["product"]: product.url(),
     }
+    pids = dict(zip(targets, [None, nginx_pid, revproxy.proc.pid, product.proc.pid], strict=True))
     problems, checks_ok = check_answers(targets, product)
     for label, url in targets.items():  # every pool and cache warm before anything counts
-        load.run(f"{label} warm-up", url, connections=args.connections, seconds=1)
+        load.run(f"{label} warm-up", url, connections=args.connections, seconds=1, server_pid=pids[label])
 
     # 5. Throughput, then latency at one connection, each in interleaved rounds.
     print(f"Throughput: {args.rounds} round(s) x 4 targets x {args.duration:g} s ...", flush=True)
-    loaded = rounds(load, targets, args, connections=args.connections, seconds=args.duration)
+    loaded = rounds(load, targets, pids, args, connections=args.connections, seconds=args.duration)
     print(f"Latency at 1 connection: {args.rounds} round(s) x 4 targets x {args.latency_duration:g} s ...")
-    single = rounds(load, targets, args, connections=1, seconds=args.latency_duration)
+    single = rounds(load, targets, pids, args, connections=1, seconds=args.latency_duration)
 
     # 6. Memory: 100 MiB through each Django proxy, read at full speed and by a slow client.
     print(f"Memory: streaming {BIG_MIB} MiB through each Django proxy ...", flush=True)
-    plan = [("full speed", None), (f"{args.slow_rate:g} MiB/s client", args.slow_rate)]
+    plan = [("full speed", None, 3), (f"{args.slow_rate:g} MiB/s client", args.slow_rate, 1)]
     memory = [measure_memory(product, plan), measure_memory(revproxy, plan)]
     more_problems, more_ok = check_answers(targets, product)
     problems += more_problems
@@ -824,7 +907,8 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
         f"server (loopback). Upstream: nginx `return 200`, {len(BODY)}-byte JSON."
     )
     print(
-        f"Django proxies: granian --interface wsgi --workers {args.workers} --blocking-threads N.\n"
+        f"Django proxies: granian --interface wsgi --workers {args.workers} --blocking-threads N "
+        f"({tools['granian_version']}).\n"
         "Product: PostgreSQL + Redis, origin allowlist (matching Origin sent), rate limit 100000000/m, "
         "usage counting."
     )
@@ -842,7 +926,17 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
         f"round(s) x {args.duration:g} s (spread: (max-min)/median of the rounds' req/s)"
     )
     print_table(
-        ["target", "req/s", "spread", "p50 ms", "p99 ms", "vs nginx", "vs revproxy", "vs direct"],
+        [
+            "target",
+            "req/s",
+            "spread",
+            "p50 ms",
+            "p99 ms",
+            "vs nginx",
+            "vs revproxy",
+            "vs direct",
+            "conns/worker",
+        ],
         [
             [
                 label,
@@ -853,9 +947,15 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
                 ratio(s["rps"], base["nginx"]),
                 ratio(s["rps"], base["revproxy"]),
                 ratio(s["rps"], base["direct"]),
+                " ".join("/".join(map(str, c)) for c in s["connections_per_worker"] if c) or "-",
             ]
             for label, s in throughput.items()
         ],
+    )
+    print(
+        "  conns/worker: wrk's connections held by each worker, per round. wrk was started again "
+        f"{load.restarts} time(s) in this whole run\n  because one worker held over {MAX_SHARE:.0%} of them "
+        "(see bench/README.md)."
     )
     direct = latency[names["direct"]]
     print(
@@ -893,12 +993,13 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
     expected_digest = digest.hexdigest()
     for m in memory:
         for stream in m.streams:
-            speed = stream.received / (1 << 20) / stream.seconds if stream.seconds else 0.0
             intact = stream.status == 200 and stream.digest == expected_digest and not stream.error
             verdict = "200, bytes match the file" if intact else "FAILED"
+            times = f"{len(stream.speeds)} times, median " if len(stream.speeds) > 1 else ""
+            speeds = "/".join(f"{speed:.0f}" for speed in stream.speeds)
             print(
-                f"  {m.server.kind}, {stream.label}: {stream.received / (1 << 20):.0f} MiB in "
-                f"{stream.seconds:.2f} s ({speed:.0f} MiB/s), {verdict}"
+                f"  {m.server.kind}, {stream.label}: {stream.received / (1 << 20):.0f} MiB {times}in "
+                f"{stream.seconds:.2f} s ({speeds} MiB/s), {verdict}"
             )
             if not intact:
                 problems.append(
@@ -917,15 +1018,14 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
 
     # Usage counting, in two parts: the sweep's servers (stopped by now) and the running product.
     running_served = load.product_completed + servers.readiness_answers + checks_ok + more_ok - sweep_served
-    running_served += sum(s.status == 200 for s in memory[0].streams)
+    running_served += sum(len(s.speeds) for s in memory[0].streams if s.status == 200)
     running_counted = usage.get("allowed", 0) - sweep_counted
-    running_in_flight = load.product_in_flight - sweep_in_flight
     print(
         f"\nUsage counting (Redis, by outcome): {json.dumps(usage, sort_keys=True)}\n"
         f"  running product: counted {running_counted} allowed of {running_served} served "
-        f"(up to {running_in_flight} more may have been cut off as wrk stopped)\n"
-        f"  sweep's servers, stopped with SIGTERM: counted {sweep_counted} of {sweep_served} served "
-        f"(+ up to {sweep_in_flight})"
+        "(a few hundred more is normal: the\n  requests wrk sent but did not wait for as it stopped or was "
+        "restarted)\n  sweep's servers, stopped with SIGTERM before this count: counted "
+        f"{sweep_counted} of {sweep_served} served"
     )
     if running_counted < running_served:
         problems.append(f"product: usage counted {running_counted} of {running_served} requests it served")

@@ -57,13 +57,16 @@ def _drop(key_ids, token_hashes, upstreams_changed: bool) -> None:
 
 
 def _listen() -> None:
+    reconnecting = False
     while True:
         pubsub = None
         try:
             pubsub = _subscriber_client().pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(CHANNEL)
-            # Anything cached before the subscription may have missed a change: start afresh.
-            policies.clear()
+            if reconnecting:
+                # Long-lived entries may have missed a change while we were away: start afresh.
+                # (Before the first subscription every entry lives one second, so none can be stale.)
+                policies.clear()
             policies.push_channel_live.set()
             while True:
                 message = pubsub.get_message(timeout=5.0)
@@ -76,6 +79,7 @@ def _listen() -> None:
                 _drop(change.get("k", ()), change.get("t", ()), change.get("u", False))
         except Exception as exc:  # noqa: BLE001 - reconnect after any failure
             policies.push_channel_live.clear()
+            reconnecting = True
             logger.warning(
                 "policy change listener disconnected (%s); retrying in a second", type(exc).__name__
             )

@@ -57,10 +57,10 @@ class LocalCounters:
 
 
 class RedisCounters:
-    def __init__(self) -> None:
+    def __init__(self, client=None) -> None:
         from django_redis import get_redis_connection
 
-        self._client = get_redis_connection("default")
+        self._client = client if client is not None else get_redis_connection("default")
         self._lease = self._client.register_script(LEASE_SCRIPT)
 
     def lease(self, counter: str, limit: int, wanted: int, ttl: int) -> tuple[int, int]:

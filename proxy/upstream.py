@@ -57,6 +57,9 @@ REQUEST_DROPPED = HOP_BY_HOP | {
 RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie", "x-request-id"}
 PATH_UNSAFE = re.compile(r"%(2e|2f|5c|00|25)|[\x00-\x1f\x7f\\]", re.IGNORECASE)
 CHUNK_SIZE = 64 * 1024
+# Answers up to this size (by their Content-Length) are read whole and written in one go; larger or
+# unknown-length answers are streamed.
+SMALL_ANSWER_BYTES = 64 * 1024
 
 
 class UpstreamBlocked(Exception):
@@ -248,6 +251,20 @@ def stream_body(response, deadline: float) -> Iterator[bytes]:
             response.release_conn()
         else:
             response.close()
+
+
+def read_small_body(response, deadline: float) -> bytes | None:
+    """The whole answer of known small length, within the deadline; None if the deadline passed."""
+    try:
+        sock = getattr(response.connection, "sock", None)
+        if sock is not None:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+        body = response.read()
+    except (HTTPError, OSError):
+        response.close()
+        return None
+    response.release_conn()
+    return body
 
 
 def timeout_rejection(upstream: UpstreamPolicy) -> Rejection:

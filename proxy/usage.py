@@ -9,6 +9,7 @@ Without Redis (the embedded default) the counters are flushed into an in-process
 
 import atexit
 import logging
+import multiprocessing.util
 import threading
 import time
 from collections import Counter, defaultdict
@@ -90,7 +91,10 @@ class UsageCounter:
                 return
             self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
             self._thread.start()
+        # Flush what is left at exit: atexit for a plain process, a multiprocessing finaliser for a
+        # server's worker process (multiprocessing children leave through os._exit, skipping atexit).
         atexit.register(self.flush)
+        multiprocessing.util.Finalize(self, self.flush, exitpriority=10)
 
     def _run(self) -> None:
         while True:

@@ -90,10 +90,19 @@ def relay(request: HttpRequest, upstream_slug: str, key_id: str, path: str = "")
     )
     if failure:
         return refuse(failure, headers, key_id=key.key_id, outcome=UPSTREAM_ERROR)
+    length = answer.length_remaining
+    if length is not None and length <= outbound.SMALL_ANSWER_BYTES:
+        content = outbound.read_small_body(answer, deadline)
+        if content is None:
+            return refuse(
+                outbound.timeout_rejection(upstream), headers, key_id=key.key_id, outcome=UPSTREAM_ERROR
+            )
+        response = HttpResponse(content, status=answer.status, reason=answer.reason)
+    else:
+        response = StreamingHttpResponse(
+            outbound.stream_body(answer, deadline), status=answer.status, reason=answer.reason
+        )
     usage.count(key.key_id, ALLOWED)
-    response = StreamingHttpResponse(
-        outbound.stream_body(answer, deadline), status=answer.status, reason=answer.reason
-    )
     del response["Content-Type"]  # the upstream's own, if any, comes with its headers below
     for name, value in outbound.response_headers(answer.headers):
         response.headers[name] = value

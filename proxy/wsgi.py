@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpResponse
 
 PROXY_PREFIX = "/proxy/"
 
@@ -21,6 +22,16 @@ class ProxyHandler(WSGIHandler):
         self._template_response_middleware = []
         self._exception_middleware = []
         self._middleware_chain = convert_exception_to_response(self._get_response)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        response = super().__call__(environ, start_response)
+        if isinstance(response, HttpResponse):
+            # An answer already in memory goes back as a list: WSGI servers write a list in one go,
+            # while any other iterable is drained chunk by chunk (granian: through a channel).
+            content = response.content
+            response.close()
+            return [content]
+        return response
 
 
 def with_proxy_fast_path(site: WSGIApp) -> WSGIApp:

@@ -303,6 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default backlog (5) drops bursts of connects, which retry a second later
 
     def __init__(self) -> None:
         self.requests = RequestLog()
