@@ -30,6 +30,7 @@ ERROR_STATUS = {
     "service_unavailable": 503,
     "not_found": 404,
     "invalid_request": 400,
+    "internal_error": 500,
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, close_old_connections, connection
 
 from keys import crypto, validators
 from keys.models import AccessToken, ApiKey, Upstream
@@ -162,6 +162,10 @@ class _Store:
         if entry is not None and entry[0] > now:
             return entry[1]
         try:
+            # The fast path skips Django's request signals, so drop a broken or expired connection here
+            # (never inside a transaction: that one is someone else's, as in a test).
+            if not connection.in_atomic_block:
+                close_old_connections()
             value = self._loader(name)
         except DatabaseError as exc:
             if entry is not None and entry[1] is not None:

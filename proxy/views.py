@@ -126,3 +126,16 @@ def refuse(
     if rejection.retry_after is not None:
         response["Retry-After"] = str(rejection.retry_after)
     return response
+
+
+def not_found(request: HttpRequest) -> HttpResponse:
+    """A /proxy/ URL without an upstream and a key."""
+    rejection = checks.reject("not_found", "Proxy URLs are /proxy/<upstream>/<key_id>/<path>.")
+    return refuse(rejection, {"X-Request-Id": request_id(request)}, key_id=None)
+
+
+def internal_error(request: HttpRequest) -> HttpResponse:
+    rejection = checks.Rejection(
+        500, "internal_error", "The proxy failed; the request id helps find out why."
+    )
+    return refuse(rejection, {"X-Request-Id": request_id(request)}, key_id=None)
