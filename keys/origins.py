@@ -5,6 +5,7 @@ Entry forms: `https://app.example.com` (scheme and host, default port), `https:/
 without a scheme). Hosts compare case-insensitively; there is no other wildcard; `null` matches nothing.
 """
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -115,8 +116,10 @@ def parse_pattern(entry: str) -> OriginPattern:
     return OriginPattern(scheme=scheme, host=host, port=port, wildcard=wildcard)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_origin(header: str) -> Origin | None:
-    """Parse a request's Origin header; None for `null`, other schemes and anything malformed."""
+    """Parse a request's Origin header; None for `null`, other schemes and anything malformed.
+    Cached: a busy key sees the same few origins on every request."""
     match = _ORIGIN.match(header.strip().lower()) if header else None
     if not match or match["scheme"] not in SCHEMES:
         return None

@@ -40,20 +40,61 @@ def client_ip(request: HttpRequest) -> str:
     return peer
 
 
-def forwarded_headers(request: HttpRequest, ip: str, rid: str) -> dict[str, str]:
+def facts_of(request: HttpRequest, now: float) -> checks.Facts:
+    """What the checks read of the request."""
+    return checks.Facts(
+        method=request.method,
+        origin=request.headers.get("Origin"),
+        authorization=request.headers.get("Authorization", ""),
+        client_ip=client_ip(request),
+        user_agent=request.headers.get("User-Agent", ""),
+        now=now,
+    )
+
+
+def forwarded_headers(request: HttpRequest, ip: str, answer_headers: dict[str, str]) -> dict[str, str]:
     return {
         "X-Forwarded-For": ip,
         "X-Forwarded-Proto": request.scheme,
         "X-Forwarded-Host": request.META.get("HTTP_HOST", ""),
-        "X-Request-Id": rid,
+        "X-Request-Id": answer_headers["X-Request-Id"],
     }
 
 
+def _chunked(request: HttpRequest) -> bool:
+    return "CONTENT_LENGTH" not in request.META and "chunked" in request.META.get(
+        "HTTP_TRANSFER_ENCODING", ""
+    )
+
+
+def _chunked_body(request: HttpRequest) -> bytes:
+    """A chunked request body (the server has de-chunked it), read once and at most one byte over the
+    limit: its length is only known at the end, and 413 must come before any upstream byte."""
+    if not hasattr(request, "_proxy_chunked_body"):
+        stream, limit, parts, size = request.META["wsgi.input"], settings.PROXY_MAX_BODY_BYTES, [], 0
+        while size <= limit:
+            part = stream.read(min(65536, limit + 1 - size))
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+        request._proxy_chunked_body = b"".join(parts)
+    return request._proxy_chunked_body
+
+
 def content_length(request: HttpRequest) -> int:
+    if _chunked(request):
+        return len(_chunked_body(request))
     try:
         return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
     except ValueError:
         return 0
+
+
+def body_to_send(request: HttpRequest):
+    """The body for urllib3: the request itself (streamed in blocks as it is sent) or, when it came
+    chunked, the bytes already read."""
+    return _chunked_body(request) if _chunked(request) else request
 
 
 def check_rpc_body(request: HttpRequest, key: KeyPolicy) -> tuple[bytes | None, checks.Rejection | None]:
@@ -62,7 +103,10 @@ def check_rpc_body(request: HttpRequest, key: KeyPolicy) -> tuple[bytes | None, 
     length = content_length(request)
     if not key.rpc_methods or length > settings.PROXY_MAX_BODY_BYTES:
         return None, None
-    body = request.read(length) if length else b""
+    if _chunked(request):
+        body = _chunked_body(request)
+    else:
+        body = request.read(length) if length else b""
     return body, checks.check_rpc_methods(key, body)
 
 

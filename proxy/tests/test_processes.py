@@ -53,6 +53,7 @@ def granian(db):
             f"postgres://{db_settings['USER']}@{db_settings['HOST']}:{db_settings['PORT']}/{db_settings['NAME']}"
         ),
         "LOG_LEVEL": "WARNING",
+        "PROXY_MAX_BODY_BYTES": "65536",
     }
     process = subprocess.Popen(
         [
@@ -140,3 +141,35 @@ def test_revocation_reaches_every_process_within_a_second(granian, key_on_echo):
         status = http.request("GET", url, headers={**_auth(secret), "Connection": "close"}).status
         consecutive = consecutive + 1 if status == 401 else 0
         assert time.monotonic() - revoked_at < 1.0, "a process still accepted the revoked key after 1 s"
+
+
+def test_a_chunked_request_body_is_relayed_whole(granian, key_on_echo, upstream_server):
+    key, secret = key_on_echo()
+    http = urllib3.PoolManager(retries=False, timeout=10)
+    parts = [b"a" * 1000, b"b" * 3000, b"c" * 5]
+    response = http.request(
+        "POST",
+        f"{granian}/proxy/echo/{key.key_id}/upload",
+        headers=_auth(secret),
+        body=iter(parts),
+        chunked=True,
+    )
+    assert response.status == 200
+    assert upstream_server.requests[-1].body == b"".join(parts)
+
+
+def test_a_chunked_request_body_over_the_limit_is_413_before_any_upstream_byte(
+    granian, key_on_echo, upstream_server
+):
+    key, secret = key_on_echo()
+    http = urllib3.PoolManager(retries=False, timeout=10)
+    before = len(upstream_server.requests)
+    response = http.request(
+        "POST",
+        f"{granian}/proxy/echo/{key.key_id}/upload",
+        headers=_auth(secret),
+        body=iter([b"x" * 40000, b"y" * 40000]),
+        chunked=True,
+    )
+    assert response.status == 413
+    assert len(upstream_server.requests) == before

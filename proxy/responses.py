@@ -1,0 +1,59 @@
+"""The answers the relay sends: the contract's error body, a preflight, and the upstream's answer."""
+
+from django.http import HttpResponse, StreamingHttpResponse
+
+from keys.errors import error_json
+from proxy import checks, cors
+from proxy import upstream as outbound
+from proxy.policy import KeyPolicy, UpstreamPolicy
+from proxy.usage import REJECTED, UPSTREAM_ERROR, usage
+
+
+def refuse(
+    rejection: checks.Rejection, headers: dict[str, str], *, key_id: str | None, outcome: str = REJECTED
+) -> HttpResponse:
+    """The contract's error answer, with the CORS, request-id and rate-limit headers gathered so far."""
+    if key_id is not None:
+        usage.count(key_id, outcome, rejection.code)
+    response = HttpResponse(
+        error_json(rejection.code, rejection.message, headers["X-Request-Id"]),
+        status=rejection.status,
+        content_type="application/json",
+        headers=headers,
+    )
+    if rejection.retry_after is not None:
+        response["Retry-After"] = str(rejection.retry_after)
+    return response
+
+
+def preflight(key: KeyPolicy, origin: str, requested_headers: str, headers: dict[str, str]) -> HttpResponse:
+    """204 with the CORS grant for an allowed origin; otherwise an error without any grant."""
+    if not cors.cors_allowed(key, origin):
+        rejection = checks.reject(
+            "origin_not_allowed", f"Origin {origin} is not allowed for key {key.key_id}."
+        )
+        return refuse(rejection, headers, key_id=None)
+    return HttpResponse(
+        status=204, headers={**headers, **cors.preflight_headers(key, origin, requested_headers)}
+    )
+
+
+def relayed(answer, upstream: UpstreamPolicy, key: KeyPolicy, headers: dict[str, str], deadline: float):
+    """The upstream's answer: read whole when small and of known length, streamed otherwise."""
+    length = answer.length_remaining
+    if length is not None and length <= outbound.SMALL_ANSWER_BYTES:
+        content = outbound.read_small_body(answer, deadline)
+        if content is None:
+            return refuse(
+                outbound.timeout_rejection(upstream), headers, key_id=key.key_id, outcome=UPSTREAM_ERROR
+            )
+        response = HttpResponse(content, status=answer.status, reason=answer.reason)
+    else:
+        body = outbound.stream_body(answer, deadline)
+        response = StreamingHttpResponse(body, status=answer.status, reason=answer.reason)
+    del response["Content-Type"]  # the upstream's own, if any, comes with its headers below
+    for name, value in outbound.response_headers(answer.headers):
+        response.headers[name] = value
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
