@@ -31,6 +31,12 @@ ERROR_STATUS = {
     "not_found": 404,
     "invalid_request": 400,
     "internal_error": 500,
+    # Management API additions (not in DESIGN.md's proxy table): who the caller is and what they may do.
+    "not_authenticated": 401,
+    "permission_denied": 403,
+    "method_not_allowed": 405,
+    "not_acceptable": 406,
+    "unsupported_media_type": 415,
 }
 
 
