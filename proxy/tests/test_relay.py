@@ -36,6 +36,24 @@ def echo(upstream_server):
 
 
 @pytest.fixture
+def local_upstream(db):
+    """A staff-made upstream on loopback: local_upstream(slug, base_url, **fields)."""
+
+    def make(slug: str, base_url: str, **fields):
+        return services.upstream_create(
+            tenant=None,
+            slug=slug,
+            base_url=base_url,
+            allow_private_network=True,
+            actor="test",
+            actor_is_staff=True,
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
 def make_key(tenant, echo):
     def make(**fields):
         fields.setdefault("upstreams", [echo])
@@ -141,44 +159,22 @@ def test_hop_by_hop_request_headers_are_not_forwarded(proxy, make_key, upstream_
     assert "x-private" not in names and "proxy-thing" not in names
 
 
-def test_redirects_are_passed_back_not_followed(proxy, make_key, upstream_server, tenant):
-    redirecting = services.upstream_create(
-        tenant=None,
-        slug="redirecting",
-        base_url=f"{upstream_server.url}/redirect",
-        allow_private_network=True,
-        actor="test",
-        actor_is_staff=True,
-    )
+def test_redirects_are_passed_back_not_followed(proxy, make_key, upstream_server, tenant, local_upstream):
+    redirecting = local_upstream("redirecting", f"{upstream_server.url}/redirect")
     key, secret = make_key(upstreams=[redirecting])
     response = proxy(key, "", secret=secret, upstream="redirecting")
     assert response.status == 302
     assert response.headers["Location"] == "http://example.invalid/elsewhere"
 
 
-def test_upstream_status_is_relayed(proxy, make_key, upstream_server):
-    status = services.upstream_create(
-        tenant=None,
-        slug="status",
-        base_url=f"{upstream_server.url}/status",
-        allow_private_network=True,
-        actor="test",
-        actor_is_staff=True,
-    )
+def test_upstream_status_is_relayed(proxy, make_key, upstream_server, local_upstream):
+    status = local_upstream("status", f"{upstream_server.url}/status")
     key, secret = make_key(upstreams=[status])
     assert proxy(key, "418", secret=secret, upstream="status").status == 418
 
 
-def test_answer_is_streamed_before_the_upstream_finishes(site, make_key, upstream_server):
-    stream = services.upstream_create(
-        tenant=None,
-        slug="stream",
-        base_url=f"{upstream_server.url}/stream",
-        allow_private_network=True,
-        timeout_seconds=10,
-        actor="test",
-        actor_is_staff=True,
-    )
+def test_answer_is_streamed_before_the_upstream_finishes(site, make_key, upstream_server, local_upstream):
+    stream = local_upstream("stream", f"{upstream_server.url}/stream", timeout_seconds=10)
     key, secret = make_key(upstreams=[stream])
     streaming = urllib3.PoolManager(retries=False)
     started = time.monotonic()
@@ -196,16 +192,8 @@ def test_answer_is_streamed_before_the_upstream_finishes(site, make_key, upstrea
     assert first_at < 0.6 < total
 
 
-def test_timeout_is_a_total_deadline_and_answers_504(proxy, make_key, upstream_server, echo):
-    hanging = services.upstream_create(
-        tenant=None,
-        slug="hang",
-        base_url=f"{upstream_server.url}/hang",
-        allow_private_network=True,
-        timeout_seconds=1,
-        actor="test",
-        actor_is_staff=True,
-    )
+def test_timeout_is_a_total_deadline_and_answers_504(proxy, make_key, upstream_server, echo, local_upstream):
+    hanging = local_upstream("hang", f"{upstream_server.url}/hang", timeout_seconds=1)
     key, secret = make_key(upstreams=[hanging])
     started = time.monotonic()
     response = proxy(key, "", secret=secret, upstream="hang")
@@ -213,15 +201,8 @@ def test_timeout_is_a_total_deadline_and_answers_504(proxy, make_key, upstream_s
     assert time.monotonic() - started < 2.5
 
 
-def test_connection_refused_is_502_and_fast(proxy, make_key):
-    refused = services.upstream_create(
-        tenant=None,
-        slug="refused",
-        base_url=f"http://127.0.0.1:{refused_port()}",
-        allow_private_network=True,
-        actor="test",
-        actor_is_staff=True,
-    )
+def test_connection_refused_is_502_and_fast(proxy, make_key, local_upstream):
+    refused = local_upstream("refused", f"http://127.0.0.1:{refused_port()}")
     key, secret = make_key(upstreams=[refused])
     started = time.monotonic()
     response = proxy(key, "", secret=secret, upstream="refused")
