@@ -169,6 +169,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The expiry whose `api_key.expired` audit event is written (keys/jobs.py: once per expiry time).
+    expiry_recorded_for = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = PolicyQuerySet.as_manager()
 
@@ -281,6 +283,24 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_key_id} {self.hour:%Y-%m-%d %H}h {self.outcome} {self.code} {self.count}"
+
+
+class UsageRollup(models.Model):
+    """A claim of usage counters (keys/usage_store.py) already added into UsageRecord.
+
+    Written in the same transaction as the counts, under a unique name: the marker that makes the
+    roll-up apply each claim exactly once, even when two roll-ups or a retry meet the same claim.
+    """
+
+    claim = models.CharField(max_length=200, unique=True)
+    minute = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.claim
 
 
 class AuditEvent(models.Model):

@@ -1,8 +1,4 @@
-"""What the management API reads of the caller: its request id and its address.
-
-The proxy has its own copies on its hot path (proxy/request.py); imports go proxy → keys, never back,
-so the few lines are repeated here rather than shared the wrong way round.
-"""
+"""What the site and the proxy read of the caller: its request id and its address."""
 
 import ipaddress
 import re

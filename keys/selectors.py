@@ -1,9 +1,10 @@
 """Reads. Every selector a tenant can reach takes `tenant=` and never returns another tenant's rows."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from keys import crypto
@@ -13,6 +14,7 @@ from keys.models import (
     AuditEvent,
     ManagementToken,
     Membership,
+    Role,
     Tenant,
     Upstream,
     UsageRecord,
@@ -25,6 +27,24 @@ def tenant_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Tenant]:
 
 def membership_get(*, tenant: Tenant, user: AbstractBaseUser) -> Membership | None:
     return Membership.objects.filter(tenant=tenant, user=user).first()
+
+
+def membership_for_user(*, user: AbstractBaseUser, tenant_slug: str | None = None) -> Membership | None:
+    """The membership a signed-in user acts through: in the tenant named by `tenant_slug`, or, with no
+    slug, their first (oldest) membership. None when they are not a member."""
+    memberships = Membership.objects.filter(user=user).select_related("tenant").order_by("created_at", "pk")
+    if tenant_slug:
+        memberships = memberships.filter(tenant__slug=tenant_slug)
+    return memberships.first()
+
+
+# Each role may do what the roles below it may: a viewer reads, a developer manages keys, an admin
+# (and the owner) manages upstreams, management tokens and members.
+ROLE_RANK = {Role.VIEWER: 0, Role.DEVELOPER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+def role_at_least(*, role: str, minimum: str) -> bool:
+    return ROLE_RANK.get(role, -1) >= ROLE_RANK[minimum]
 
 
 def membership_list(*, tenant: Tenant) -> QuerySet[Membership]:
@@ -65,6 +85,14 @@ def api_key_get(*, tenant: Tenant, key_id: str) -> ApiKey:
     return ApiKey.objects.get(tenant=tenant, key_id=key_id)
 
 
+def api_key_find(*, key_id: str) -> ApiKey | None:
+    """Any tenant's key by its public id, for checking presented credentials (the token exchange);
+    None for a malformed or unknown id. Never use it to show a key to a tenant: use api_key_get."""
+    if not crypto.well_formed(key_id, crypto.KEY_ID_PREFIX):
+        return None
+    return ApiKey.objects.select_related("tenant").filter(key_id=key_id).first()
+
+
 def api_key_secret_valid(*, api_key: ApiKey, secret: str, now: datetime | None = None) -> bool:
     """The current secret, or the previous one while its rotation grace lasts."""
     if not crypto.well_formed(secret, crypto.SECRET_PREFIX):
@@ -77,6 +105,25 @@ def api_key_secret_valid(*, api_key: ApiKey, secret: str, now: datetime | None =
         and now < api_key.previous_secret_expires_at
         and crypto.secret_matches(secret, api_key.previous_secret_hash)
     )
+
+
+def api_key_authenticate(
+    *, key_id: str, secret: str, now: datetime | None = None
+) -> tuple[ApiKey | None, str | None]:
+    """(key, None) when the key may be used with this secret; else (key or None, the proxy's error code),
+    checked in the proxy's order: invalid_key, tenant_suspended, key_revoked, key_expired, invalid_secret."""
+    api_key = api_key_find(key_id=key_id)
+    if api_key is None:
+        return None, "invalid_key"
+    if not api_key.tenant.is_active:
+        return api_key, "tenant_suspended"
+    now = now or timezone.now()
+    state = api_key.state_at(now)
+    if state != "active":
+        return api_key, f"key_{state}"
+    if not api_key_secret_valid(api_key=api_key, secret=secret, now=now):
+        return api_key, "invalid_secret"
+    return api_key, None
 
 
 def access_token_verify(*, token: str, now: datetime | None = None) -> tuple[AccessToken | None, str | None]:
@@ -124,3 +171,26 @@ def usage_list(
     if since is not None:
         records = records.filter(hour__gte=since)
     return records
+
+
+USAGE_PERIODS = {"hour": TruncHour, "day": TruncDay}
+
+
+def usage_summary(
+    *, tenant: Tenant, api_key: ApiKey, granularity: str, since: datetime, until: datetime
+) -> list[dict]:
+    """The key's requests in [since, until), per hour or day (UTC), by outcome and rejection code:
+    [{"period", "outcome", "code", "count"}], oldest first. Rows exist once the roll-up job wrote them."""
+    trunc = USAGE_PERIODS[granularity]
+    rows = (
+        usage_list(tenant=tenant, api_key=api_key, since=since)
+        .filter(hour__lt=until)
+        .annotate(period=trunc("hour", tzinfo=UTC))
+        .values("period", "outcome", "code")
+        .annotate(count=Sum("count"))
+        .order_by("period", "outcome", "code")
+    )
+    return [
+        {"period": row["period"], "outcome": row["outcome"], "code": row["code"], "count": row["count"]}
+        for row in rows
+    ]

@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from keys import crypto, origins, validators
@@ -496,6 +497,23 @@ def management_token_create(
         action="management_token.created", tenant=tenant, actor=actor, target=token, data={"name": name}
     )
     return token, clear
+
+
+# A management token records its last use at most this often: a write per API call would turn every
+# read into a write.
+MANAGEMENT_TOKEN_USE_RESOLUTION = timedelta(seconds=60)
+
+
+def management_token_mark_used(*, token: ManagementToken, now: datetime | None = None) -> None:
+    """Set last_used_at, unless it was set less than a minute ago (then nothing is written)."""
+    now = now or timezone.now()
+    stale = now - MANAGEMENT_TOKEN_USE_RESOLUTION
+    if token.last_used_at is not None and token.last_used_at > stale:
+        return
+    ManagementToken.objects.filter(pk=token.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale)
+    ).update(last_used_at=now)
+    token.last_used_at = now
 
 
 @transaction.atomic

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served from here: the docs work offline
     "corsheaders",
     "django_celery_beat",
     "keys",
@@ -50,6 +52,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "keys.middleware.RequestIdMiddleware",
+    # Before anything that can answer (CommonMiddleware's redirects), so those answers carry CORS too.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -160,11 +165,70 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
+# --- Background jobs (keys/jobs.py; scheduled by beat, editable in the admin) ---
+# Days of hourly usage records kept; older ones are deleted by the daily trim.
+KEYS_USAGE_RETENTION_DAYS = int(os.environ.get("KEYS_USAGE_RETENTION_DAYS", "90"))
+# Days of audit events kept (0: kept for ever).
+KEYS_AUDIT_RETENTION_DAYS = int(os.environ.get("KEYS_AUDIT_RETENTION_DAYS", "365"))
+# Without Redis (no worker, no beat), run the jobs on a thread of the server process.
+KEYS_INPROCESS_JOBS = env_bool("KEYS_INPROCESS_JOBS", True)
+# Seconds between two ticks of that thread.
+KEYS_INPROCESS_JOBS_SECONDS = float(os.environ.get("KEYS_INPROCESS_JOBS_SECONDS", "60"))
+
+# --- The management API (DESIGN.md "Management API", "Token exchange") ---
 REST_FRAMEWORK = {
+    # Views choose their authenticators (keys/api/authentication.py); nothing is open by default.
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["keys.api.parsers.StrictJSONParser"],
+    "EXCEPTION_HANDLER": "keys.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "keys.api.schema.ErrorAwareAutoSchema",
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "API-key portal: management API",
+    "DESCRIPTION": (
+        "Manage a tenant's API keys, upstreams and management tokens, and exchange a key's secret for "
+        "a short-lived access token.\n\n"
+        "**Authentication.** `Authorization: Bearer mt_…` (a management token: it acts as an admin of "
+        "its tenant), or a signed-in portal session (unsafe methods need the `X-CSRFToken` header).\n\n"
+        "**Tenant.** A token acts for its own tenant. A session user acts for the tenant whose slug the "
+        "`X-Tenant` header names, or without that header for their first (oldest) membership; a tenant "
+        "they are not a member of answers 403 `permission_denied`. `GET /api/v1/tenant` says which.\n\n"
+        "**Roles.** A viewer reads keys, usage and upstreams; a developer also manages keys; an admin "
+        "or the owner also manages the tenant's upstreams and its management tokens (tokens are "
+        "admin-only, reading included). Global upstreams are read-only.\n\n"
+        "**Scope.** Every object belongs to the caller's tenant; another tenant's answers 404.\n\n"
+        '**Errors.** Every error is `{"error": {"code", "message", "request_id"}}` '
+        "(plus `fields` for `invalid_request`); every answer carries `X-Request-Id`. A field the caller "
+        "may not set (`id`, `tenant`, hashes, timestamps, `revoked_at`) answers 400 naming it."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "keyBasic": {"type": "http", "scheme": "basic", "description": "The key id and its secret."},
+            "accessToken": {"type": "http", "scheme": "bearer", "description": "An access token, at_…."},
+        }
+    },
+}
+# Token exchange attempts allowed per key id, and per client address (django-ratelimit rates).
+KEYS_TOKEN_EXCHANGE_RATE = os.environ.get("KEYS_TOKEN_EXCHANGE_RATE", "30/m")
+KEYS_TOKEN_EXCHANGE_IP_RATE = os.environ.get("KEYS_TOKEN_EXCHANGE_IP_RATE", "60/m")
+# Longest grace period of a rotated key's old secret, in seconds (30 days).
+KEYS_ROTATION_MAX_GRACE = int(os.environ.get("KEYS_ROTATION_MAX_GRACE", str(30 * 86400)))
+
+# CORS for the management API only (the proxy answers its own, per key); no origin unless listed.
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOWED_ORIGINS = env_list("API_CORS_ALLOWED_ORIGINS")
+CORS_EXPOSE_HEADERS = ["X-Request-Id", "Retry-After"]
+CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-csrftoken", "x-request-id", "x-tenant"]
 
 LOGGING = {
     "version": 1,

@@ -14,3 +14,5 @@ if REDIS_URL:  # noqa: F405
     CACHES["default"]["KEY_PREFIX"] = f"test-{os.getpid()}"  # noqa: F405
 # No background usage flusher in the test process: tests that need the counters flush them.
 PROXY_USAGE_FLUSH_SECONDS = 0
+# No in-process job thread: tests run the jobs themselves.
+KEYS_INPROCESS_JOBS = False

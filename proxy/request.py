@@ -1,43 +1,11 @@
 """What the relay reads from the incoming request: its id, the client address, and the body."""
 
-import ipaddress
-import re
-import uuid
-
 from django.conf import settings
 from django.http import HttpRequest
 
+from keys.request_ids import client_address
 from proxy import checks
 from proxy.policy import KeyPolicy
-
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-
-
-def request_id(request: HttpRequest) -> str:
-    """The caller's X-Request-Id when it is a sane token (so traces join up), else a new one."""
-    incoming = request.headers.get("X-Request-Id", "")
-    return incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
-
-
-def _trusted(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip())
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(net) for net in settings.PROXY_TRUSTED_PROXIES)
-
-
-def client_ip(request: HttpRequest) -> str:
-    """The client's address: the peer, unless the peer is a trusted proxy, in which case the
-    right-most X-Forwarded-For entry that is not itself a trusted proxy. A client cannot choose it."""
-    peer = request.META.get("REMOTE_ADDR", "")
-    if not settings.PROXY_TRUSTED_PROXIES or not _trusted(peer):
-        return peer
-    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _trusted(hop):
-            return hop
-    return peer
 
 
 def facts_of(request: HttpRequest, now: float) -> checks.Facts:
@@ -46,7 +14,7 @@ def facts_of(request: HttpRequest, now: float) -> checks.Facts:
         method=request.method,
         origin=request.headers.get("Origin"),
         authorization=request.headers.get("Authorization", ""),
-        client_ip=client_ip(request),
+        client_ip=client_address(request),
         user_agent=request.headers.get("User-Agent", ""),
         now=now,
     )

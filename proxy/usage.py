@@ -5,6 +5,7 @@ to Redis every PROXY_USAGE_FLUSH_SECONDS (one pipelined round trip), and at exit
 moves them into the database. Each key's `last_used_at` is written at most once a minute across
 all processes (a Redis SET NX guards it), by the flusher, never by the request.
 Without Redis (the embedded default) the counters are flushed into an in-process store instead.
+The store's format and the local store live in keys/usage_store.py, which the roll-up reads.
 """
 
 import atexit
@@ -12,39 +13,36 @@ import logging
 import multiprocessing.util
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import close_old_connections
 
+# The store's contract (key and field formats, the local store) belongs to keys, whose roll-up reads it.
+from keys.usage_store import (
+    ALLOWED,
+    LAST_USED_INTERVAL,
+    REJECTED,
+    UPSTREAM_ERROR,
+    USAGE_RETENTION_SECONDS,
+    LocalUsageStore,
+    local_store,
+    usage_field,
+    usage_key,
+)
+
 logger = logging.getLogger(__name__)
 
-ALLOWED, REJECTED, UPSTREAM_ERROR = "allowed", "rejected", "upstream_error"
-USAGE_KEY = "usage:{minute}"  # a Redis hash per minute: "key_id|outcome|code" -> count
-USAGE_RETENTION_SECONDS = 3 * 86400
-LAST_USED_INTERVAL = 60
-
-
-class LocalUsageStore:
-    """Flushed counters of this process, by minute, for the roll-up when there is no Redis."""
-
-    def __init__(self) -> None:
-        self.minutes: dict[int, Counter] = defaultdict(Counter)
-        self._last_used: dict[str, float] = {}
-        self.lock = threading.Lock()
-
-    def add(
-        self, counts: dict[tuple[int, str, str, str], int], used_key_ids: set[str], now: float
-    ) -> list[str]:
-        with self.lock:
-            for (minute, key_id, outcome, code), count in counts.items():
-                self.minutes[minute][f"{key_id}|{outcome}|{code}"] += count
-        due = [
-            key_id for key_id in used_key_ids if now - self._last_used.get(key_id, 0) >= LAST_USED_INTERVAL
-        ]
-        self._last_used.update(dict.fromkeys(due, now))
-        return due
+__all__ = [
+    "ALLOWED",
+    "REJECTED",
+    "UPSTREAM_ERROR",
+    "LocalUsageStore",
+    "RedisUsageStore",
+    "UsageCounter",
+    "usage",
+]
 
 
 class RedisUsageStore:
@@ -58,8 +56,8 @@ class RedisUsageStore:
     ) -> list[str]:
         pipe = self._client.pipeline(transaction=False)
         for (minute, key_id, outcome, code), count in counts.items():
-            name = USAGE_KEY.format(minute=minute)
-            pipe.hincrby(name, f"{key_id}|{outcome}|{code}", count)
+            name = usage_key(minute)
+            pipe.hincrby(name, usage_field(key_id, outcome, code), count)
             pipe.expire(name, USAGE_RETENTION_SECONDS)
         ordered = sorted(used_key_ids)
         for key_id in ordered:
@@ -141,7 +139,7 @@ class UsageCounter:
 def _make_counter() -> UsageCounter:
     if settings.REDIS_URL:
         return UsageCounter(RedisUsageStore())
-    return UsageCounter(LocalUsageStore())
+    return UsageCounter(local_store)  # the store the in-process roll-up reads
 
 
 usage = _make_counter()

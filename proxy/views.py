@@ -5,6 +5,7 @@ import time
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from keys.request_ids import request_id
 from proxy import checks, cors, invalidation
 from proxy import upstream as outbound
 from proxy.policy import PolicyUnavailable, policies
@@ -16,7 +17,6 @@ from proxy.request import (
     content_length,
     facts_of,
     forwarded_headers,
-    request_id,
 )
 from proxy.responses import preflight, refuse, relayed
 from proxy.usage import ALLOWED, UPSTREAM_ERROR, usage

@@ -1,7 +1,10 @@
-"""Fixtures the keys tests share: a stand-in for DNS (there is none here) and tenants' own upstreams."""
+"""Fixtures the keys tests share: a stand-in for DNS (there is none here), tenants' own upstreams, and
+clients of the management API (a management token, portal sessions by role)."""
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from rest_framework.test import APIClient
 
 from keys import services
 
@@ -47,3 +50,52 @@ def other_tenant_upstream(other_tenant, public_dns):
         actor="test",
         resolve=public_dns,
     )
+
+
+# --- The management API ----------------------------------------------------------------------------
+
+CSRF_TOKEN = "a" * 32  # a well-formed CSRF secret; the session clients send it as cookie and header
+
+
+@pytest.fixture
+def management_token(tenant):
+    """The clear value of a live management token of `tenant`."""
+    return services.management_token_create(tenant=tenant, name="ci", actor="test")[1]
+
+
+@pytest.fixture
+def api(management_token):
+    """An API client authenticated with `tenant`'s management token."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {management_token}")
+    return client
+
+
+@pytest.fixture
+def other_api(other_tenant):
+    client = APIClient()
+    clear = services.management_token_create(tenant=other_tenant, actor="test")[1]
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear}")
+    return client
+
+
+@pytest.fixture
+def session_client(tenant, django_user_model):
+    """A factory: an API client signed in to the portal as a new member of `tenant` with `role`, sending
+    the CSRF token (as a browser page would) unless `csrf=False`."""
+    made = []
+
+    def make(role: str, *, tenant=tenant, csrf: bool = True, user=None):
+        if user is None:
+            name = f"{role}-{len(made)}@{tenant.slug}.example"
+            user = django_user_model.objects.create_user(username=name, email=name, password="pw")
+            services.membership_set(tenant=tenant, user=user, role=role, actor="test")
+        client = APIClient(enforce_csrf_checks=True)
+        client.force_login(user)
+        if csrf:
+            client.cookies[settings.CSRF_COOKIE_NAME] = CSRF_TOKEN
+            client.credentials(HTTP_X_CSRFTOKEN=CSRF_TOKEN)
+        made.append(client)
+        return client
+
+    return make

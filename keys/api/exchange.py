@@ -1,0 +1,130 @@
+"""The token exchange (DESIGN.md "Token exchange"): a key's id and secret in, a short-lived access token
+out; and the revocation of a token by whoever holds it.
+
+Attempts are counted per client address and per key id (django-ratelimit, in the shared cache) so the
+exchange cannot be used to guess secrets; over the limit it answers 429 `rate_limited`.
+"""
+
+import base64
+import binascii
+import logging
+
+from django.conf import settings
+from django_ratelimit.core import get_usage
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from keys import selectors, services
+from keys.api import serializers as s
+from keys.api.errors import ApiError
+from keys.api.parsers import parse_json
+from keys.request_ids import client_address
+
+logger = logging.getLogger(__name__)
+
+KEY_MESSAGES = {
+    "invalid_key": "{key_id} is not a valid API key.",
+    "tenant_suspended": "The account that owns {key_id} is suspended.",
+    "key_revoked": "{key_id} has been revoked.",
+    "key_expired": "{key_id} has expired.",
+    "invalid_secret": "That is not the secret of {key_id}.",
+}
+
+
+def _count_attempt(request: Request, *, scope: str, value: str, rate: str) -> None:
+    """Count one exchange attempt for `value`; raise 429 past the rate. Fails open if the cache is down
+    (as the proxy's limits do): secrets are too long to guess, availability matters more."""
+    try:
+        usage = get_usage(
+            request,
+            group=f"keys.api.token_exchange.{scope}",
+            key=lambda group, request: value,
+            rate=rate,
+            increment=True,
+        )
+    except Exception:  # noqa: BLE001 - any cache failure: serve, log
+        logger.warning("token exchange: rate-limit counter unavailable, not limiting", exc_info=True)
+        return
+    if usage is not None and usage["should_limit"] and usage["time_left"] >= 0:
+        raise ApiError(
+            "rate_limited", "Too many token requests; retry later.", retry_after=usage["time_left"]
+        )
+
+
+def _basic_credentials(request: Request) -> tuple[str, str]:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        raise ApiError(
+            "not_authenticated",
+            "Send the key id and secret as Basic credentials (key_id:secret).",
+            auth_header='Basic realm="api"',
+        )
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ApiError("invalid_secret", "The Authorization header is not valid Basic credentials.") from exc
+    key_id, _, secret = decoded.partition(":")
+    return key_id, secret
+
+
+class AccessTokenView(APIView):
+    """POST exchanges a key's secret for an access token; DELETE revokes the token it presents."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["access tokens"],
+        auth=[{"keyBasic": []}],
+        request=s.AccessTokenRequestSerializer,
+        responses={
+            201: s.AccessTokenSerializer,
+            429: OpenApiResponse(s.ErrorSerializer, description="rate_limited, with Retry-After."),
+        },
+        summary="Exchange a key's id and secret for a short-lived access token",
+    )
+    def post(self, request: Request) -> Response:
+        _count_attempt(
+            request, scope="address", value=client_address(request), rate=settings.KEYS_TOKEN_EXCHANGE_IP_RATE
+        )
+        key_id, secret = _basic_credentials(request)
+        _count_attempt(request, scope="key", value=key_id[:64], rate=settings.KEYS_TOKEN_EXCHANGE_RATE)
+        api_key, error = selectors.api_key_authenticate(key_id=key_id, secret=secret)
+        if error is not None:
+            shown = api_key.key_id if api_key is not None else "That key"
+            raise ApiError(error, KEY_MESSAGES[error].format(key_id=shown))
+        serializer = s.AccessTokenRequestSerializer(data=parse_json(request.body))
+        serializer.is_valid(raise_exception=True)
+        token, clear = services.access_token_issue(api_key=api_key, **serializer.validated_data)
+        expires_in = round((token.expires_at - token.created_at).total_seconds())
+        data = s.AccessTokenSerializer(
+            {
+                "token": clear,
+                "token_type": "Bearer",
+                "key": api_key.key_id,
+                "expires_in": expires_in,
+                "expires_at": token.expires_at,
+            }
+        ).data
+        return Response(data, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+    @extend_schema(
+        tags=["access tokens"],
+        auth=[{"accessToken": []}],
+        request=None,
+        responses={204: OpenApiResponse(description="Revoked: the token is refused from now on.")},
+        summary="Revoke the access token in the Authorization header",
+    )
+    def delete(self, request: Request) -> Response:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            raise ApiError("invalid_token", "Send the access token as Authorization: Bearer at_….")
+        token, error = selectors.access_token_verify(token=value.strip())
+        if token is None or error == "invalid_token":
+            raise ApiError("invalid_token", "The bearer token is not a valid access token.")
+        services.access_token_revoke(token=token, actor="access token holder")
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,27 @@
+"""/api/: the management API (v1), its OpenAPI schema and its docs. Any other path under /api/ answers
+404 in the contract's error body."""
+
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from keys.api import exchange, views
+from keys.api import schema as _schema  # noqa: F401 - registers the authenticators' OpenAPI schemes
+
+router = SimpleRouter(trailing_slash=False)
+router.register("keys", views.KeyViewSet, basename="api-key")
+router.register("upstreams", views.UpstreamViewSet, basename="api-upstream")
+router.register("management-tokens", views.ManagementTokenViewSet, basename="api-management-token")
+
+v1 = [
+    path("tenant", views.TenantView.as_view(), name="api-tenant"),
+    path("tokens", exchange.AccessTokenView.as_view(), name="api-tokens"),
+    *router.urls,
+]
+
+urlpatterns = [
+    path("v1/", include(v1)),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^", views.NotFoundView.as_view(), name="api-not-found"),
+]

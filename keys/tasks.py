@@ -1,0 +1,34 @@
+"""Celery tasks: thin wrappers that beat schedules (django-celery-beat, editable in the admin).
+
+The rules are in keys/jobs.py; each task only calls one job and returns what it did, for the log.
+Without Redis there is no worker or beat: the server process runs the same jobs on a thread
+(keys.jobs.inprocess_jobs_start), and a task called with .delay() runs at once (eager mode).
+"""
+
+from celery import shared_task
+
+from keys import jobs
+
+
+@shared_task
+def access_tokens_purge() -> int:
+    """Delete expired and revoked access tokens."""
+    return jobs.access_tokens_purge()
+
+
+@shared_task
+def api_keys_expire() -> int:
+    """Record `api_key.expired` once for each key past its expiry."""
+    return jobs.api_keys_expire()
+
+
+@shared_task
+def usage_roll_up() -> int:
+    """Add complete minutes of usage counters into hourly UsageRecord rows, exactly once."""
+    return jobs.usage_roll_up()
+
+
+@shared_task
+def usage_trim() -> dict[str, int]:
+    """Delete usage records and audit events past their retention."""
+    return jobs.usage_trim()
