@@ -148,6 +148,56 @@ def membership_set(*, tenant: Tenant, user: AbstractBaseUser, role: str, actor: 
     return membership
 
 
+def _check_owner_rules(*, membership: Membership | None, role: str, actor_role: str) -> None:
+    """Only an owner grants or takes away the owner role, and a tenant always keeps one owner."""
+    touches_owner = role == Role.OWNER or (membership is not None and membership.role == Role.OWNER)
+    if touches_owner and actor_role != Role.OWNER:
+        raise ValidationError({"role": ["Only an owner may grant or take away the owner role."]})
+    if membership is not None and membership.role == Role.OWNER and role != Role.OWNER:
+        other_owners = Membership.objects.filter(tenant=membership.tenant, role=Role.OWNER).exclude(
+            pk=membership.pk
+        )
+        if not other_owners.exists():
+            raise ValidationError({"role": ["The tenant must keep at least one owner."]})
+
+
+@transaction.atomic
+def member_add(*, tenant: Tenant, email: str, role: str, actor_role: str, actor: Actor = None) -> Membership:
+    """Add a person by e-mail (created without a password if new: they set one by reset)."""
+    if role not in Role.values:
+        raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}."]})
+    _check_owner_rules(membership=None, role=role, actor_role=actor_role)
+    user = user_get_or_create(email=email)
+    if Membership.objects.filter(tenant=tenant, user=user).exists():
+        raise ValidationError({"email": ["This person is already a member."]})
+    return membership_set(tenant=tenant, user=user, role=role, actor=actor)
+
+
+@transaction.atomic
+def member_change_role(
+    *, membership: Membership, role: str, actor_role: str, actor: Actor = None
+) -> Membership:
+    if role not in Role.values:
+        raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}."]})
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    _check_owner_rules(membership=membership, role=role, actor_role=actor_role)
+    return membership_set(tenant=membership.tenant, user=membership.user, role=role, actor=actor)
+
+
+@transaction.atomic
+def member_remove(*, membership: Membership, actor_role: str, actor: Actor = None) -> None:
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    _check_owner_rules(membership=membership, role="", actor_role=actor_role)
+    audit_record(
+        action="member.removed",
+        tenant=membership.tenant,
+        actor=actor,
+        target=membership,
+        data={"user": membership.user.get_username(), "role": membership.role},
+    )
+    membership.delete()
+
+
 # --- Upstreams -----------------------------------------------------------------------------------
 
 

@@ -187,6 +187,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "keys.api.schema.ErrorAwareAutoSchema",
 }
 SPECTACULAR_SETTINGS = {
+    # One name for the role choices that members and the tenant endpoint share.
+    "ENUM_NAME_OVERRIDES": {"RoleEnum": "keys.models.Role"},
     "TITLE": "API-key portal: management API",
     "DESCRIPTION": (
         "Manage a tenant's API keys, upstreams and management tokens, and exchange a key's secret for "
@@ -197,8 +199,9 @@ SPECTACULAR_SETTINGS = {
         "`X-Tenant` header names, or without that header for their first (oldest) membership; a tenant "
         "they are not a member of answers 403 `permission_denied`. `GET /api/v1/tenant` says which.\n\n"
         "**Roles.** A viewer reads keys, usage and upstreams; a developer also manages keys; an admin "
-        "or the owner also manages the tenant's upstreams and its management tokens (tokens are "
-        "admin-only, reading included). Global upstreams are read-only.\n\n"
+        "or the owner also manages the tenant's upstreams, its members and its management tokens (tokens "
+        "are admin-only, reading included); only an owner grants or takes away the owner role. "
+        "Global upstreams are read-only.\n\n"
         "**Scope.** Every object belongs to the caller's tenant; another tenant's answers 404.\n\n"
         '**Errors.** Every error is `{"error": {"code", "message", "request_id"}}` '
         "(plus `fields` for `invalid_request`); every answer carries `X-Request-Id`. A field the caller "

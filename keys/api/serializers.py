@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from keys import selectors
 from keys.errors import ERROR_STATUS
-from keys.models import ApiKey, AuthType, ManagementToken, Upstream
+from keys.models import ApiKey, AuthType, ManagementToken, Membership, Role, Upstream
 
 # PositiveIntegerField's range in every database Django supports.
 MAX_INT = 2147483647
@@ -305,3 +305,24 @@ class AccessTokenSerializer(serializers.Serializer):
     key = serializers.CharField()
     expires_in = serializers.IntegerField()
     expires_at = serializers.DateTimeField()
+
+
+# --- Members ---------------------------------------------------------------------------------------
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    email = serializers.EmailField(source="user.email", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "email", "role", "created_at"]
+        read_only_fields = fields
+
+
+class MemberCreateSerializer(ClosedSerializer):
+    email = serializers.EmailField(max_length=254)
+    role = serializers.ChoiceField(choices=Role.values)
+
+
+class MemberUpdateSerializer(ClosedSerializer):
+    role = serializers.ChoiceField(choices=Role.values)

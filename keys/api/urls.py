@@ -12,6 +12,7 @@ router = SimpleRouter(trailing_slash=False)
 router.register("keys", views.KeyViewSet, basename="api-key")
 router.register("upstreams", views.UpstreamViewSet, basename="api-upstream")
 router.register("management-tokens", views.ManagementTokenViewSet, basename="api-management-token")
+router.register("members", views.MemberViewSet, basename="api-member")
 
 v1 = [
     path("tenant", views.TenantView.as_view(), name="api-tenant"),

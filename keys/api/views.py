@@ -21,7 +21,7 @@ from keys.api.authentication import (
 )
 from keys.api.errors import ApiError
 from keys.api.permissions import TenantRole
-from keys.models import ApiKey, ManagementToken, Role, Upstream
+from keys.models import ApiKey, ManagementToken, Membership, Role, Upstream
 from keys.request_ids import client_address
 
 # Answers holding a secret must not be kept by any cache.
@@ -273,6 +273,73 @@ class ManagementTokenViewSet(TenantScoped, viewsets.ViewSet):
     )
     def destroy(self, request: Request, id: str) -> Response:
         services.management_token_revoke(token=self.get_token(), actor=self.access.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema(tags=["members"], parameters=[TENANT_HEADER])
+class MemberViewSet(TenantScoped, viewsets.ViewSet):
+    """The tenant's members: every member sees them, admins manage them (the owner role: owners only)."""
+
+    write_role = Role.ADMIN
+    lookup_url_kwarg = "id"
+    lookup_value_regex = "[0-9]{1,18}"
+    pagination_class = Pagination
+
+    def get_member(self) -> Membership:
+        try:
+            return selectors.membership_list(tenant=self.access.tenant).get(pk=int(self.kwargs["id"]))
+        except Membership.DoesNotExist as exc:
+            raise NotFound from exc
+
+    @extend_schema(responses=s.MemberSerializer(many=True), summary="List members")
+    def list(self, request: Request) -> Response:
+        paginator = self.pagination_class()
+        members = selectors.membership_list(tenant=self.access.tenant).order_by("created_at", "pk")
+        page = paginator.paginate_queryset(members, request, view=self)
+        return paginator.get_paginated_response(s.MemberSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=s.MemberCreateSerializer,
+        responses={201: s.MemberSerializer},
+        summary="Add a member by e-mail (a new person sets a password through the reset flow)",
+    )
+    def create(self, request: Request) -> Response:
+        fields = self.valid(s.MemberCreateSerializer, request.data)
+        member = services.member_add(
+            tenant=self.access.tenant, actor_role=self.access.role, actor=self.access.actor, **fields
+        )
+        return Response(s.MemberSerializer(member).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
+        responses=s.MemberSerializer,
+        summary="Read a member",
+    )
+    def retrieve(self, request: Request, id: str) -> Response:
+        return Response(s.MemberSerializer(self.get_member()).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
+        request=s.MemberUpdateSerializer,
+        responses=s.MemberSerializer,
+        summary="Change a member's role",
+    )
+    def partial_update(self, request: Request, id: str) -> Response:
+        fields = self.valid(s.MemberUpdateSerializer, request.data)
+        member = services.member_change_role(
+            membership=self.get_member(), actor_role=self.access.role, actor=self.access.actor, **fields
+        )
+        return Response(s.MemberSerializer(member).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
+        responses={204: OpenApiResponse(description="Removed from the tenant.")},
+        summary="Remove a member",
+    )
+    def destroy(self, request: Request, id: str) -> Response:
+        services.member_remove(
+            membership=self.get_member(), actor_role=self.access.role, actor=self.access.actor
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -38,6 +38,11 @@ OPERATIONS = {
     ("/api/v1/management-tokens", "post"),
     ("/api/v1/management-tokens/{id}", "get"),
     ("/api/v1/management-tokens/{id}", "delete"),
+    ("/api/v1/members", "get"),
+    ("/api/v1/members", "post"),
+    ("/api/v1/members/{id}", "get"),
+    ("/api/v1/members/{id}", "patch"),
+    ("/api/v1/members/{id}", "delete"),
     ("/api/v1/tokens", "post"),
     ("/api/v1/tokens", "delete"),
 }
