@@ -243,6 +243,13 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "django.request": {"level": "ERROR"}},
 }
 
+# --- The tenant web portal (keys/portal/) ---
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:key_list"
+LOGOUT_REDIRECT_URL = "portal:login"
+# Login attempts allowed per client address and, separately, per username (django-ratelimit rate).
+PORTAL_LOGIN_RATE = os.environ.get("PORTAL_LOGIN_RATE", "10/m")
+
 # --- The proxy (DESIGN.md "The proxy") ---
 # Largest request body relayed upstream, in bytes; larger ones answer 413 before any upstream byte.
 PROXY_MAX_BODY_BYTES = int(os.environ.get("PROXY_MAX_BODY_BYTES", str(10 * 1024 * 1024)))

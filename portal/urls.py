@@ -6,4 +6,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("keys.api.urls")),
     path("proxy/", include("proxy.urls")),
+    path("portal/", include("keys.portal.urls")),
 ]

@@ -1,0 +1,108 @@
+"""Forms of the portal: they parse what a person typed; the rules stay in keys.services."""
+
+from django import forms
+from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+
+from keys import selectors
+from keys.models import Tenant
+
+User = get_user_model()
+
+
+class SignupForm(forms.Form):
+    email = forms.EmailField(max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+    password1 = forms.CharField(
+        label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
+    password2 = forms.CharField(
+        label="Password again",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    organisation = forms.CharField(label="Organisation name", max_length=200)
+
+    def clean_email(self) -> str:
+        email = User.objects.normalize_email(self.cleaned_data["email"].strip())
+        if (
+            User.objects.filter(email__iexact=email).exists()
+            or User.objects.filter(username__iexact=email).exists()
+        ):
+            raise ValidationError("An account with this e-mail already exists. Log in instead.")
+        return email
+
+    def clean_organisation(self) -> str:
+        name = self.cleaned_data["organisation"].strip()
+        if not name:
+            raise ValidationError("Enter the name of your organisation.")
+        return name
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        password1, password2 = cleaned.get("password1"), cleaned.get("password2")
+        if password1 and password2 and password1 != password2:
+            self.add_error("password2", "The two passwords differ.")
+        elif password2:
+            email = cleaned.get("email") or ""
+            try:
+                password_validation.validate_password(password2, User(username=email.lower(), email=email))
+            except ValidationError as exc:
+                self.add_error("password2", exc)
+        return cleaned
+
+
+class RateLimitedAuthenticationForm(AuthenticationForm):
+    """Django's login form, refusing before any password check while the caller is rate limited."""
+
+    def __init__(self, request=None, *args, limited: bool = False, **kwargs) -> None:
+        super().__init__(request, *args, **kwargs)
+        self.limited = limited
+        self.fields["username"].label = "E-mail"
+
+    def clean(self) -> dict:
+        if self.limited:
+            raise ValidationError(
+                "Too many login attempts. Wait a minute and try again.", code="rate_limited"
+            )
+        if self.cleaned_data.get("username"):
+            self.cleaned_data["username"] = self.cleaned_data["username"].strip().lower()
+        return super().clean()
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    upstreams = forms.ModelMultipleChoiceField(
+        queryset=None, required=False, to_field_name="slug", help_text="The upstreams this key may call."
+    )
+    secret_required = forms.BooleanField(
+        required=False,
+        label="Secret required",
+        help_text="Every request must carry the key's secret or an access token (server-side apps).",
+    )
+    allowed_origins = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One per line, e.g. https://app.example.com or *.example.com. Empty: any origin.",
+    )
+    rate_limit = forms.CharField(
+        required=False, max_length=20, help_text="e.g. 100/m or 10/s. Empty: no limit."
+    )
+
+    def __init__(self, *args, tenant: Tenant, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["upstreams"].queryset = selectors.upstream_list(tenant=tenant)
+
+    def clean_allowed_origins(self) -> list[str]:
+        return [line.strip() for line in self.cleaned_data["allowed_origins"].splitlines() if line.strip()]
+
+    def clean_rate_limit(self) -> str | None:
+        return self.cleaned_data["rate_limit"].strip() or None
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        """Show a service's ValidationError against the fields it names (the rest above the form)."""
+        if not hasattr(exc, "error_dict"):
+            self.add_error(None, exc)
+            return
+        for field, errors in exc.message_dict.items():
+            self.add_error(field if field in self.fields else None, errors)

@@ -1,0 +1,18 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from keys.portal import views
+
+app_name = "portal"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("signup", views.signup, name="signup"),
+    path("login", views.PortalLoginView.as_view(), name="login"),
+    path("logout", auth_views.LogoutView.as_view(), name="logout"),
+    path("tenant", views.tenant_switch, name="tenant_switch"),
+    path("keys", views.key_list, name="key_list"),
+    path("keys/new", views.key_create, name="key_create"),
+    path("keys/<str:key_id>", views.key_detail, name="key_detail"),
+    path("keys/<str:key_id>/revoke", views.key_revoke, name="key_revoke"),
+]

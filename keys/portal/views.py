@@ -1,0 +1,220 @@
+"""Portal pages. Thin: each parses a form, calls a service or a selector for the current tenant, and
+renders. The current tenant is the membership named by the session's `tenant` slug, else the first."""
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.text import slugify
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_ratelimit.core import is_ratelimited
+
+from keys import selectors, services
+from keys.models import ApiKey, Role, Tenant
+from keys.portal.forms import ApiKeyCreateForm, RateLimitedAuthenticationForm, SignupForm
+
+TENANT_SESSION_KEY = "tenant"
+User = get_user_model()
+
+
+def _page(
+    request: HttpRequest, template: str, context: dict | None = None, status: int = 200
+) -> HttpResponse:
+    """Render with what the layout needs: the current membership and the tenants to switch between."""
+    membership = getattr(request, "membership", None)
+    tenants = list(selectors.tenant_list_for_user(user=request.user)) if request.user.is_authenticated else []
+    base = {"membership": membership, "tenants": tenants}
+    return render(request, template, {**base, **(context or {})}, status=status)
+
+
+def _forbidden(request: HttpRequest, reason: str) -> HttpResponse:
+    return _page(request, "portal/forbidden.html", {"reason": reason}, status=403)
+
+
+def tenant_view(minimum: str = Role.VIEWER) -> Callable:
+    """A signed-in member's page, acting for the current tenant with at least the `minimum` role."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        @login_required
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            slug = request.session.get(TENANT_SESSION_KEY)
+            membership = selectors.membership_for_user(user=request.user, tenant_slug=slug) if slug else None
+            membership = membership or selectors.membership_for_user(user=request.user)
+            if membership is None:
+                return _forbidden(request, "You are not a member of any organisation.")
+            request.membership = membership
+            request.tenant = membership.tenant
+            if not selectors.role_at_least(role=membership.role, minimum=minimum):
+                return _forbidden(request, f"This needs the {minimum} role; you are a {membership.role}.")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _key_or_404(request: HttpRequest, key_id: str) -> ApiKey:
+    try:
+        return selectors.api_key_get(tenant=request.tenant, key_id=key_id)
+    except ApiKey.DoesNotExist as exc:
+        raise Http404("No such key.") from exc
+
+
+# --- Accounts ---------------------------------------------------------------------------------------
+
+
+def _login_username(group: str, request: HttpRequest) -> str:
+    return request.POST.get("username", "").strip().lower()
+
+
+class PortalLoginView(LoginView):
+    """Django's login, limited per client address and per username (brute force)."""
+
+    template_name = "portal/login.html"
+    authentication_form = RateLimitedAuthenticationForm
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        rate = settings.PORTAL_LOGIN_RATE
+        # Both counters move on every attempt, so neither can be probed for free.
+        by_ip = is_ratelimited(request, group="portal-login-ip", key="ip", rate=rate, increment=True)
+        by_name = is_ratelimited(
+            request, group="portal-login-user", key=_login_username, rate=rate, increment=True
+        )
+        self.limited = by_ip or by_name
+        return super().post(request, *args, **kwargs)
+
+    def get_form_kwargs(self) -> dict:
+        return {**super().get_form_kwargs(), "limited": getattr(self, "limited", False)}
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:40].strip("-") or "org"
+    slug, n = base, 1
+    while Tenant.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            with transaction.atomic():
+                user = User.objects.create_user(
+                    username=data["email"].lower(), email=data["email"], password=data["password1"]
+                )
+                tenant, _ = services.tenant_create(
+                    slug=_unique_slug(data["organisation"]),
+                    owner_email=data["email"],
+                    name=data["organisation"],
+                    actor=user,
+                )
+        except ValidationError as exc:
+            form.add_error(None, exc.messages)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session[TENANT_SESSION_KEY] = tenant.slug
+            messages.success(request, f"Welcome! {tenant.name} is ready: create your first key.")
+            return redirect("portal:key_list")
+    return _page(request, "portal/signup.html", {"form": form})
+
+
+@require_POST
+@login_required
+def tenant_switch(request: HttpRequest) -> HttpResponse:
+    slug = request.POST.get("tenant") or "-"
+    membership = selectors.membership_for_user(user=request.user, tenant_slug=slug)
+    if membership is None:
+        raise Http404("No such organisation.")
+    request.session[TENANT_SESSION_KEY] = membership.tenant.slug
+    return redirect("portal:key_list")
+
+
+# --- Keys -------------------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("portal:key_list")
+
+
+@require_GET
+@tenant_view()
+def key_list(request: HttpRequest) -> HttpResponse:
+    keys = selectors.api_key_list(tenant=request.tenant)
+    can_manage = selectors.role_at_least(role=request.membership.role, minimum=Role.DEVELOPER)
+    return _page(request, "portal/key_list.html", {"keys": keys, "can_manage": can_manage})
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@tenant_view(Role.DEVELOPER)
+def key_create(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyCreateForm(request.POST or None, tenant=request.tenant)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            api_key, secret = services.api_key_create(
+                tenant=request.tenant,
+                name=data["name"],
+                upstreams=data["upstreams"],
+                secret_required=data["secret_required"],
+                allowed_origins=data["allowed_origins"],
+                rate_limit=data["rate_limit"],
+                actor=request.user,
+                ip_address=_client_ip(request),
+            )
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        else:
+            # The secret is in this answer only: not stored, not cached, never rendered again.
+            response = _page(request, "portal/key_created.html", {"key": api_key, "secret": secret})
+            response["Cache-Control"] = "no-store"
+            return response
+    return _page(request, "portal/key_create.html", {"form": form})
+
+
+def _snippet_url(request: HttpRequest, api_key: ApiKey) -> str:
+    upstream = api_key.upstreams.first()
+    slug = upstream.slug if upstream else "UPSTREAM"
+    return request.build_absolute_uri(f"/proxy/{slug}/{api_key.key_id}/")
+
+
+@require_GET
+@tenant_view()
+def key_detail(request: HttpRequest, key_id: str) -> HttpResponse:
+    api_key = _key_or_404(request, key_id)
+    can_manage = selectors.role_at_least(role=request.membership.role, minimum=Role.DEVELOPER)
+    context = {"key": api_key, "can_manage": can_manage, "proxy_url": _snippet_url(request, api_key)}
+    return _page(request, "portal/key_detail.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view(Role.DEVELOPER)
+def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    """GET asks for confirmation; only POST revokes."""
+    api_key = _key_or_404(request, key_id)
+    if request.method == "POST":
+        services.api_key_revoke(api_key=api_key, actor=request.user, ip_address=_client_ip(request))
+        messages.success(request, f"The key {api_key.name} is revoked.")
+        return redirect("portal:key_detail", key_id=api_key.key_id)
+    return _page(request, "portal/key_revoke.html", {"key": api_key})

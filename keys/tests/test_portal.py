@@ -1,0 +1,286 @@
+"""The tenant web portal (keys/portal/): accounts, keys, roles, tenant scope, CSRF."""
+
+import re
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.test import Client
+from django.urls import reverse
+
+from keys import crypto, services
+from keys.models import ApiKey, AuditEvent, Membership, Role, Tenant
+
+User = get_user_model()
+STRONG = "correct-horse-battery-staple-42"
+SECRET_RE = re.compile(r"sk_[0-9A-Za-z]{20,}")
+
+
+def _clear_this_runs_cache() -> None:
+    # django-redis deletes only this run's prefixed keys; a plain clear() would FLUSHDB all of Redis.
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("*")
+    else:
+        cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    _clear_this_runs_cache()
+    yield
+    _clear_this_runs_cache()
+
+
+@pytest.fixture
+def portal_client(tenant, django_user_model):
+    """A factory: a test client signed in as a new member of `tenant` with `role`."""
+
+    def make(role: str, *, tenant=tenant) -> Client:
+        name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
+        user = django_user_model.objects.create_user(username=name, email=name, password="pw")
+        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+def signup_data(**overrides) -> dict:
+    return {
+        "email": "ada@lovelace.example",
+        "password1": STRONG,
+        "password2": STRONG,
+        "organisation": "Analytical Engines Ltd",
+        **overrides,
+    }
+
+
+# --- Accounts ---------------------------------------------------------------------------------------
+
+
+def test_signup_creates_tenant_with_owner_and_logs_in(client, db):
+    answer = client.post(reverse("portal:signup"), signup_data())
+    assert answer.status_code == 302
+    assert answer["Location"] == reverse("portal:key_list")
+    user = User.objects.get(email="ada@lovelace.example")
+    assert user.check_password(STRONG)
+    tenant = Tenant.objects.get(slug="analytical-engines-ltd")
+    assert tenant.name == "Analytical Engines Ltd"
+    assert Membership.objects.get(tenant=tenant, user=user).role == Role.OWNER
+    assert client.get(reverse("portal:key_list")).status_code == 200
+
+
+def test_signup_slug_is_made_unique(client, tenant):
+    answer = client.post(reverse("portal:signup"), signup_data(organisation="ACME"))
+    assert answer.status_code == 302
+    assert Tenant.objects.filter(slug="acme-2", name="ACME").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"password2": STRONG + "x"}, "password2"),
+        ({"password1": "password", "password2": "password"}, "password2"),
+        ({"password1": "12345678901", "password2": "12345678901"}, "password2"),
+        ({"email": "not-an-email"}, "email"),
+        ({"email": "owner@acme.example"}, "email"),
+        ({"email": "OWNER@ACME.EXAMPLE"}, "email"),
+        ({"organisation": "   "}, "organisation"),
+    ],
+)
+def test_bad_signup_shows_form_errors_and_creates_nothing(client, tenant, overrides, field):
+    users, tenants = User.objects.count(), Tenant.objects.count()
+    answer = client.post(reverse("portal:signup"), signup_data(**overrides))
+    assert answer.status_code == 200
+    assert answer.context["form"].errors.get(field)
+    assert (User.objects.count(), Tenant.objects.count()) == (users, tenants)
+    assert "_auth_user_id" not in client.session
+
+
+def test_login_and_logout(client, member):
+    answer = client.post(reverse("portal:login"), {"username": "DEV@tenant.example", "password": "pw"})
+    assert answer.status_code == 302
+    assert client.get(reverse("portal:key_list")).status_code == 200
+    assert client.get(reverse("portal:logout")).status_code == 405
+    assert client.post(reverse("portal:logout")).status_code == 302
+    assert client.get(reverse("portal:key_list")).status_code == 302
+
+
+def test_pages_need_login(client, api_key):
+    for url in (reverse("portal:key_list"), reverse("portal:key_detail", args=[api_key.key_id])):
+        answer = client.get(url)
+        assert answer.status_code == 302
+        assert answer["Location"].startswith(reverse("portal:login"))
+
+
+def test_login_is_rate_limited_per_username(client, member, settings):
+    settings.PORTAL_LOGIN_RATE = "3/m"
+    for _ in range(3):
+        answer = client.post(reverse("portal:login"), {"username": member.username, "password": "wrong"})
+        assert "rate_limited" not in answer.context["form"].errors.as_data().__repr__()
+    # Limited now: even the right password is refused, with a form error.
+    answer = client.post(reverse("portal:login"), {"username": member.username, "password": "pw"})
+    assert answer.status_code == 200
+    assert "Too many login attempts" in answer.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_login_is_rate_limited_per_address(client, member, settings):
+    settings.PORTAL_LOGIN_RATE = "3/m"
+    for n in range(3):
+        client.post(reverse("portal:login"), {"username": f"guess{n}@x.example", "password": "wrong"})
+    answer = client.post(reverse("portal:login"), {"username": member.username, "password": "pw"})
+    assert "Too many login attempts" in answer.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+# --- Keys ---------------------------------------------------------------------------------------------
+
+
+def test_key_create_shows_secret_once_and_stores_only_its_hash(portal_client, tenant, loopback_upstream):
+    client = portal_client(Role.DEVELOPER)
+    answer = client.post(
+        reverse("portal:key_create"),
+        {
+            "name": "web app",
+            "upstreams": [loopback_upstream.slug],
+            "allowed_origins": "https://app.example.com\n\n*.example.org\n",
+            "rate_limit": "100/m",
+            "secret_required": "on",
+        },
+    )
+    assert answer.status_code == 200
+    assert "no-store" in answer["Cache-Control"]
+    secret = SECRET_RE.search(answer.content.decode()).group(0)
+    key = ApiKey.objects.get(tenant=tenant)
+    assert key.secret_hash == crypto.hash_secret(secret)
+    assert key.allowed_origins == ["https://app.example.com", "*.example.org"]
+    assert key.secret_required and key.rate_limit == "100/m"
+    assert list(key.upstreams.all()) == [loopback_upstream]
+    assert key.key_id in answer.content.decode()
+    for url in (reverse("portal:key_list"), reverse("portal:key_detail", args=[key.key_id])):
+        page = client.get(url).content.decode()
+        assert key.key_id in page
+        assert secret not in page and not SECRET_RE.search(page)
+    assert not ApiKey.objects.filter(secret_hash=secret).exists()
+
+
+BAD_ORIGINS = ["ftp://app.example.com", "https://app.example.com/path", "*", "http://a.*.com", "http://"]
+
+
+@pytest.mark.parametrize("origin", BAD_ORIGINS)
+def test_key_create_with_bad_origin_shows_field_error_and_creates_nothing(portal_client, origin):
+    client = portal_client(Role.DEVELOPER)
+    answer = client.post(reverse("portal:key_create"), {"name": "web", "allowed_origins": origin})
+    assert answer.status_code == 200
+    assert answer.context["form"].errors["allowed_origins"]
+    assert not SECRET_RE.search(answer.content.decode())
+    assert ApiKey.objects.count() == 0
+
+
+def test_key_create_with_bad_rate_shows_field_error(portal_client):
+    answer = portal_client(Role.DEVELOPER).post(
+        reverse("portal:key_create"), {"name": "web", "rate_limit": "lots"}
+    )
+    assert answer.context["form"].errors["rate_limit"]
+    assert ApiKey.objects.count() == 0
+
+
+def test_key_create_refuses_another_tenants_upstream(portal_client, other_tenant_upstream):
+    answer = portal_client(Role.DEVELOPER).post(
+        reverse("portal:key_create"), {"name": "web", "upstreams": [other_tenant_upstream.slug]}
+    )
+    assert answer.context["form"].errors["upstreams"]
+    assert ApiKey.objects.count() == 0
+
+
+def test_key_list_shows_state(portal_client, api_key):
+    services.api_key_revoke(api_key=api_key, actor="test")
+    page = portal_client(Role.VIEWER).get(reverse("portal:key_list")).content.decode()
+    assert api_key.key_id in page and "revoked" in page
+
+
+def test_key_detail_shows_snippets_with_key_id(portal_client, api_key):
+    client = portal_client(Role.VIEWER)
+    page = client.get(reverse("portal:key_detail", args=[api_key.key_id])).content.decode()
+    assert f"/proxy/local/{api_key.key_id}/" in page
+    assert "curl" in page and "fetch(" in page
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER])
+def test_viewer_may_not_create_or_revoke(portal_client, api_key, role):
+    client = portal_client(role)
+    assert client.get(reverse("portal:key_create")).status_code == 403
+    assert client.post(reverse("portal:key_create"), {"name": "x"}).status_code == 403
+    assert client.post(reverse("portal:key_revoke", args=[api_key.key_id])).status_code == 403
+    assert ApiKey.objects.count() == 1
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+    assert "New key" not in client.get(reverse("portal:key_list")).content.decode()
+
+
+@pytest.mark.parametrize("role", [Role.DEVELOPER, Role.ADMIN, Role.OWNER])
+def test_developer_and_above_may_create(portal_client, role):
+    answer = portal_client(role).post(reverse("portal:key_create"), {"name": "x"})
+    assert answer.status_code == 200
+    assert ApiKey.objects.count() == 1
+
+
+def test_another_tenants_key_is_404(portal_client, other_tenant):
+    other_key, _ = services.api_key_create(tenant=other_tenant, name="theirs", actor="test")
+    client = portal_client(Role.OWNER)
+    assert client.get(reverse("portal:key_detail", args=[other_key.key_id])).status_code == 404
+    assert client.get(reverse("portal:key_revoke", args=[other_key.key_id])).status_code == 404
+    assert client.post(reverse("portal:key_revoke", args=[other_key.key_id])).status_code == 404
+    assert other_key.key_id not in client.get(reverse("portal:key_list")).content.decode()
+    other_key.refresh_from_db()
+    assert other_key.revoked_at is None
+
+
+def test_revoke_only_by_post(portal_client, api_key):
+    client = portal_client(Role.DEVELOPER)
+    url = reverse("portal:key_revoke", args=[api_key.key_id])
+    confirm = client.get(url)
+    assert confirm.status_code == 200 and "Revoke the key" in confirm.content.decode()
+    assert client.put(url).status_code == 405
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+    answer = client.post(url)
+    assert answer.status_code == 302
+    api_key.refresh_from_db()
+    assert api_key.state == "revoked"
+    assert AuditEvent.objects.filter(action="api_key.revoked").exists()
+
+
+def test_tenant_switcher_scopes_pages(portal_client, tenant, other_tenant, django_user_model):
+    client = portal_client(Role.DEVELOPER)
+    user = django_user_model.objects.get(username__startswith="developer")
+    services.membership_set(tenant=other_tenant, user=user, role=Role.VIEWER, actor="test")
+    other_key, _ = services.api_key_create(tenant=other_tenant, name="theirs", actor="test")
+    assert client.get(reverse("portal:key_detail", args=[other_key.key_id])).status_code == 404
+    assert client.post(reverse("portal:tenant_switch"), {"tenant": other_tenant.slug}).status_code == 302
+    assert client.get(reverse("portal:key_detail", args=[other_key.key_id])).status_code == 200
+    assert client.get(reverse("portal:key_create")).status_code == 403  # a viewer there
+    stranger, _ = services.tenant_create(slug="initech", owner_email="o@initech.example", actor="test")
+    assert client.post(reverse("portal:tenant_switch"), {"tenant": stranger.slug}).status_code == 404
+
+
+def test_csrf_is_enforced(tenant, django_user_model, api_key):
+    user = django_user_model.objects.create_user(username="d@x.example", email="d@x.example", password="pw")
+    services.membership_set(tenant=tenant, user=user, role=Role.DEVELOPER, actor="test")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    assert client.post(reverse("portal:key_create"), {"name": "x"}).status_code == 403
+    assert client.post(reverse("portal:key_revoke", args=[api_key.key_id])).status_code == 403
+    anonymous = Client(enforce_csrf_checks=True)
+    assert anonymous.post(reverse("portal:signup"), signup_data()).status_code == 403
+    login = {"username": "d@x.example", "password": "pw"}
+    assert anonymous.post(reverse("portal:login"), login).status_code == 403
+    assert ApiKey.objects.count() == 1 and not User.objects.filter(email="ada@lovelace.example").exists()
+    # With the token from the form, the same post goes through.
+    client.get(reverse("portal:key_create"))
+    token = client.cookies[settings.CSRF_COOKIE_NAME].value
+    answer = client.post(reverse("portal:key_create"), {"name": "x", "csrfmiddlewaretoken": token})
+    assert answer.status_code == 200 and ApiKey.objects.count() == 2
