@@ -6,9 +6,11 @@ are skipped on the embedded default (SQLite, no Redis) and run in CI.
 
 import base64
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,6 +57,7 @@ def granian(db):
         "LOG_LEVEL": "WARNING",
         "PROXY_MAX_BODY_BYTES": "65536",
     }
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "granian"),
@@ -68,12 +71,15 @@ def granian(db):
             "127.0.0.1",
             "--port",
             str(port),
+            "--workers-kill-timeout",
+            "3",
             "portal.wsgi:application",
         ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,  # a file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks it
+        start_new_session=True,  # its own process group, so teardown reaches the workers too
     )
     url = f"http://127.0.0.1:{port}"
     http = urllib3.PoolManager(retries=False, timeout=10, maxsize=64)
@@ -85,10 +91,16 @@ def granian(db):
             time.sleep(0.1)
     else:
         process.kill()
-        pytest.fail("granian did not start: " + process.stderr.read().decode()[-2000:])
+        log.seek(0)
+        pytest.fail("granian did not start: " + log.read().decode()[-2000:])
     yield url
-    process.terminate()
-    process.wait(timeout=10)
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    log.close()
 
 
 @pytest.fixture
