@@ -1,12 +1,14 @@
 """Forms of the portal: they parse what a person typed; the rules stay in keys.services."""
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
 from keys import selectors
-from keys.models import Tenant
+from keys.models import ApiKey, Tenant
 
 User = get_user_model()
 
@@ -106,3 +108,86 @@ class ApiKeyCreateForm(forms.Form):
             return
         for field, errors in exc.message_dict.items():
             self.add_error(field if field in self.fields else None, errors)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _list_field(help_text: str) -> forms.CharField:
+    return forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text=help_text)
+
+
+class ApiKeyEditForm(ApiKeyCreateForm):
+    """A key's settings. The values are checked and normalised by services.api_key_update."""
+
+    LIST_FIELDS = (
+        "allowed_origins",
+        "allowed_ips",
+        "allowed_user_agents",
+        "allowed_http_methods",
+        "allowed_rpc_methods",
+    )
+
+    allowed_ips = _list_field("One per line, e.g. 203.0.113.7 or 203.0.113.0/24. Empty: any address.")
+    allowed_user_agents = _list_field("One per line; * matches any run of characters. Empty: any.")
+    allowed_http_methods = _list_field("One per line, e.g. GET or POST. Empty: any method.")
+    allowed_rpc_methods = _list_field("One per line, e.g. eth_blockNumber. Empty: any JSON-RPC method.")
+    daily_quota = forms.IntegerField(required=False, help_text="Requests per day. Empty: no quota.")
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Expires at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Empty: never expires.",
+    )
+
+    field_order = [
+        "name",
+        "upstreams",
+        "secret_required",
+        *LIST_FIELDS,
+        "rate_limit",
+        "daily_quota",
+        "expires_at",
+    ]
+
+    @classmethod
+    def initial_for(cls, api_key: ApiKey) -> dict:
+        initial = {name: getattr(api_key, name) for name in ("name", "secret_required", "daily_quota")}
+        initial.update({name: "\n".join(getattr(api_key, name) or []) for name in cls.LIST_FIELDS})
+        initial["upstreams"] = [u.slug for u in api_key.upstreams.all()]
+        initial["rate_limit"] = api_key.rate_limit or ""
+        initial["expires_at"] = api_key.expires_at
+        return initial
+
+    def clean_allowed_ips(self) -> list[str]:
+        return _lines(self.cleaned_data["allowed_ips"])
+
+    def clean_allowed_user_agents(self) -> list[str]:
+        return _lines(self.cleaned_data["allowed_user_agents"])
+
+    def clean_allowed_http_methods(self) -> list[str]:
+        return _lines(self.cleaned_data["allowed_http_methods"])
+
+    def clean_allowed_rpc_methods(self) -> list[str]:
+        return _lines(self.cleaned_data["allowed_rpc_methods"])
+
+
+class ApiKeyRotateForm(forms.Form):
+    GRACE_CHOICES = [
+        ("0", "None: the old secret stops working at once"),
+        ("3600", "1 hour"),
+        ("86400", "24 hours"),
+        ("604800", "7 days"),
+    ]
+
+    grace = forms.TypedChoiceField(
+        choices=GRACE_CHOICES,
+        coerce=lambda seconds: timedelta(seconds=int(seconds)),
+        initial="86400",
+        widget=forms.RadioSelect,
+        label="Keep the old secret working for",
+        help_text="Time to deploy the new secret before the old one is refused.",
+    )
+
+    add_service_errors = ApiKeyCreateForm.add_service_errors

@@ -14,5 +14,7 @@ urlpatterns = [
     path("keys", views.key_list, name="key_list"),
     path("keys/new", views.key_create, name="key_create"),
     path("keys/<str:key_id>", views.key_detail, name="key_detail"),
+    path("keys/<str:key_id>/edit", views.key_edit, name="key_edit"),
+    path("keys/<str:key_id>/rotate", views.key_rotate, name="key_rotate"),
     path("keys/<str:key_id>/revoke", views.key_revoke, name="key_revoke"),
 ]

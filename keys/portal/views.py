@@ -20,7 +20,14 @@ from django_ratelimit.core import is_ratelimited
 
 from keys import selectors, services
 from keys.models import ApiKey, Role, Tenant
-from keys.portal.forms import ApiKeyCreateForm, RateLimitedAuthenticationForm, SignupForm
+from keys.portal.forms import (
+    ApiKeyCreateForm,
+    ApiKeyEditForm,
+    ApiKeyRotateForm,
+    RateLimitedAuthenticationForm,
+    SignupForm,
+)
+from keys.request_ids import client_address
 
 TENANT_SESSION_KEY = "tenant"
 User = get_user_model()
@@ -64,7 +71,8 @@ def tenant_view(minimum: str = Role.VIEWER) -> Callable:
 
 
 def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    """For the audit trail: the client's address as the trusted-proxy setting says."""
+    return client_address(request) or None
 
 
 def _key_or_404(request: HttpRequest, key_id: str) -> ApiKey:
@@ -218,3 +226,57 @@ def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
         messages.success(request, f"The key {api_key.name} is revoked.")
         return redirect("portal:key_detail", key_id=api_key.key_id)
     return _page(request, "portal/key_revoke.html", {"key": api_key})
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view(Role.DEVELOPER)
+def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
+    api_key = _key_or_404(request, key_id)
+    if api_key.state == "revoked":
+        return _page(request, "portal/key_edit.html", {"key": api_key, "form": None})
+    data = request.POST if request.method == "POST" else None
+    form = ApiKeyEditForm(data, tenant=request.tenant, initial=ApiKeyEditForm.initial_for(api_key))
+    if request.method == "POST" and form.is_valid():
+        fields = {name: form.cleaned_data[name] for name in services.KEY_FIELDS}
+        try:
+            services.api_key_update(
+                api_key=api_key,
+                upstreams=form.cleaned_data["upstreams"],
+                actor=request.user,
+                ip_address=_client_ip(request),
+                **fields,
+            )
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+            api_key.refresh_from_db()  # the service set the refused values on this instance
+        else:
+            messages.success(request, f"The key {api_key.name} is saved.")
+            return redirect("portal:key_detail", key_id=api_key.key_id)
+    return _page(request, "portal/key_edit.html", {"key": api_key, "form": form})
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@tenant_view(Role.DEVELOPER)
+def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
+    """GET asks for confirmation and a grace period; only POST rotates."""
+    api_key = _key_or_404(request, key_id)
+    if api_key.state == "revoked":
+        return _page(request, "portal/key_rotate.html", {"key": api_key, "form": None})
+    form = ApiKeyRotateForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            secret = services.api_key_rotate(
+                api_key=api_key,
+                grace=form.cleaned_data["grace"],
+                actor=request.user,
+                ip_address=_client_ip(request),
+            )
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        else:
+            # As at creation: the new secret is in this answer only, never stored or cached.
+            response = _page(request, "portal/key_rotated.html", {"key": api_key, "secret": secret})
+            response["Cache-Control"] = "no-store"
+            return response
+    return _page(request, "portal/key_rotate.html", {"key": api_key, "form": form})
