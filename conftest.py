@@ -1,7 +1,11 @@
 """Shared fixtures: rows built through the services, as users make them."""
 
+import time
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connections
+from django.test.testcases import LiveServerThread
 
 from keys import services
 from keys.models import Role
@@ -60,3 +64,52 @@ def api_key_and_secret(tenant, loopback_upstream):
 @pytest.fixture
 def api_key(api_key_and_secret):
     return api_key_and_secret[0]
+
+
+class _Site:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def _wait_for_request_threads_to_disconnect(timeout: float = 5.0) -> None:
+    """Keep-alive connections end after their client closes, and only then do the server's request
+    threads close their database sessions; PostgreSQL refuses to drop the test database before that."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def site(transactional_db):
+    """The whole product served over HTTP in a thread, through the same WSGI application as production
+    (the /proxy/ fast path included), sharing the test database."""
+    from proxy.wsgi import with_proxy_fast_path
+
+    overrides = {}
+    for connection in connections.all():
+        if connection.vendor == "sqlite" and connection.is_in_memory_db():
+            connection.inc_thread_sharing()
+            overrides[connection.alias] = connection
+    thread = LiveServerThread(
+        "127.0.0.1", static_handler=with_proxy_fast_path, connections_override=overrides
+    )
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    yield _Site(f"http://127.0.0.1:{thread.port}")
+    thread.terminate()
+    for connection in overrides.values():
+        connection.dec_thread_sharing()
+    _wait_for_request_threads_to_disconnect()

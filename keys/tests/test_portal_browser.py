@@ -3,16 +3,12 @@ over HTTP: sign up, create a key, see its secret once, never again."""
 
 import re
 import shutil
-import time
 from contextlib import contextmanager
 
 import pytest
-from django.db import connections
-from django.test.testcases import LiveServerThread
 
 from keys import crypto
 from keys.models import ApiKey
-from proxy.wsgi import with_proxy_fast_path
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -31,47 +27,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def live_site(transactional_db):
-    """The site served in a thread through the production WSGI application, sharing the test database."""
-    overrides = {}
-    for connection in connections.all():
-        if connection.vendor == "sqlite" and connection.is_in_memory_db():
-            connection.inc_thread_sharing()
-            overrides[connection.alias] = connection
-    thread = LiveServerThread(
-        "127.0.0.1", static_handler=with_proxy_fast_path, connections_override=overrides
-    )
-    thread.daemon = True
-    thread.start()
-    thread.is_ready.wait()
-    if thread.error:
-        raise thread.error
-    yield f"http://127.0.0.1:{thread.port}"
-    thread.terminate()
-    for connection in overrides.values():
-        connection.dec_thread_sharing()
-    _wait_for_request_threads_to_disconnect()
-
-
-def _wait_for_request_threads_to_disconnect(timeout: float = 5.0) -> None:
-    """The browser's keep-alive connections end after it closes, and only then do the server's request
-    threads close their database sessions; PostgreSQL refuses to drop the test database before that."""
-    connection = connections["default"]
-    if connection.vendor != "postgresql":
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0] == 0:
-                return
-        time.sleep(0.05)
-
-
 @contextmanager
 def browser_page():
     with sync_api.sync_playwright() as playwright:
@@ -84,17 +39,17 @@ def browser_page():
             browser.close()
 
 
-def test_sign_up_create_key_secret_shown_once(live_site):
+def test_sign_up_create_key_secret_shown_once(site):
     # The database is read only outside the browser block: Playwright's sync API runs the block's code
     # in a greenlet, where the ORM would open a connection of its own that nothing closes.
     with browser_page() as page:
-        page.goto(f"{live_site}/portal/signup")
+        page.goto(f"{site.url}/portal/signup")
         page.get_by_label("Email").fill("grace@hopper.example")
         page.get_by_label("Password", exact=True).fill("correct-horse-battery-staple-42")
         page.get_by_label("Password again").fill("correct-horse-battery-staple-42")
         page.get_by_label("Organisation name").fill("Hopper Labs")
         page.get_by_role("button", name="Sign up").click()
-        page.wait_for_url(f"{live_site}/portal/keys")
+        page.wait_for_url(f"{site.url}/portal/keys")
 
         page.get_by_role("link", name="New key").click()
         page.get_by_label("Name").fill("browser app")
@@ -107,10 +62,10 @@ def test_sign_up_create_key_secret_shown_once(live_site):
         key_id = re.search(r"pk_[0-9A-Za-z]+", page.content()).group(0)
 
         page.get_by_role("link", name="go to the key").click()
-        page.wait_for_url(f"{live_site}/portal/keys/{key_id}")
+        page.wait_for_url(f"{site.url}/portal/keys/{key_id}")
         page.reload()
         detail = page.content()
-        page.goto(f"{live_site}/portal/keys")
+        page.goto(f"{site.url}/portal/keys")
         listing = page.content()
 
     for content in (detail, listing):

@@ -1,12 +1,9 @@
 import pytest
-from django.db import connections
-from django.test.testcases import LiveServerThread
 
 from proxy.policy import policies
 from proxy.ratelimit import limiter
 from proxy.tests.upstream_server import UpstreamServer
 from proxy.usage import usage
-from proxy.wsgi import with_proxy_fast_path
 
 
 @pytest.fixture(scope="module")
@@ -31,31 +28,3 @@ def fresh_proxy_state():
     usage.pending()
     yield
     policies.clear()
-
-
-class _Site:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-
-@pytest.fixture
-def site(transactional_db):
-    """The whole product served over HTTP in a thread, through the same WSGI application as production
-    (the /proxy/ fast path included), sharing the test database."""
-    overrides = {}
-    for connection in connections.all():
-        if connection.vendor == "sqlite" and connection.is_in_memory_db():
-            connection.inc_thread_sharing()
-            overrides[connection.alias] = connection
-    thread = LiveServerThread(
-        "127.0.0.1", static_handler=with_proxy_fast_path, connections_override=overrides
-    )
-    thread.daemon = True
-    thread.start()
-    thread.is_ready.wait()
-    if thread.error:
-        raise thread.error
-    yield _Site(f"http://127.0.0.1:{thread.port}")
-    thread.terminate()
-    for connection in overrides.values():
-        connection.dec_thread_sharing()
