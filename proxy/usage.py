@@ -131,6 +131,11 @@ class UsageCounter:
             if threading.current_thread() is not threading.main_thread():
                 close_old_connections()
 
+    def discard_pending(self) -> None:
+        """Forget what has not been flushed yet (tests start from zero)."""
+        with self._lock:
+            self._counts.clear()
+
     def pending(self) -> dict:
         with self._lock:
             return dict(self._counts)

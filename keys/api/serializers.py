@@ -17,6 +17,7 @@ from rest_framework import serializers
 from keys import selectors
 from keys.errors import ERROR_STATUS
 from keys.models import ApiKey, AuthType, ManagementToken, Membership, Role, Upstream
+from keys.services import KEY_FIELDS
 
 # PositiveIntegerField's range in every database Django supports.
 MAX_INT = 2147483647
@@ -94,23 +95,8 @@ class KeySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApiKey
-        fields = [
-            "id",
-            "name",
-            "upstreams",
-            "secret_required",
-            "allowed_origins",
-            "allowed_ips",
-            "allowed_user_agents",
-            "allowed_http_methods",
-            "allowed_rpc_methods",
-            "rate_limit",
-            "daily_quota",
-            "expires_at",
-            "revoked_at",
-            "created_at",
-            "last_used_at",
-        ]
+        # DESIGN.md's key JSON, in its order: the writable fields are the service's own list.
+        fields = ["id", "name", "upstreams", *KEY_FIELDS[1:], "revoked_at", "created_at", "last_used_at"]
         read_only_fields = fields
 
 

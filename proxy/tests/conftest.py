@@ -25,6 +25,6 @@ def fresh_proxy_state():
     """Each test starts with empty policy caches, leases and usage counters."""
     policies.clear()
     limiter._leases.clear()
-    usage.pending()
+    usage.discard_pending()
     yield
     policies.clear()
