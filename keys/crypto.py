@@ -22,6 +22,7 @@ KEY_ID_PREFIX = "pk_"
 SECRET_PREFIX = "sk_"  # noqa: S105 - a prefix, not a secret
 ACCESS_TOKEN_PREFIX = "at_"  # noqa: S105
 MANAGEMENT_TOKEN_PREFIX = "mt_"  # noqa: S105
+INVITATION_PREFIX = "iv_"
 
 KEY_ID_BODY_LENGTH = 24
 SECRET_BODY_LENGTH = 32
@@ -33,6 +34,7 @@ _PATTERNS = {
         (SECRET_PREFIX, SECRET_BODY_LENGTH),
         (ACCESS_TOKEN_PREFIX, SECRET_BODY_LENGTH),
         (MANAGEMENT_TOKEN_PREFIX, SECRET_BODY_LENGTH),
+        (INVITATION_PREFIX, SECRET_BODY_LENGTH),
     )
 }
 
@@ -77,6 +79,11 @@ def new_access_token() -> str:
 
 def new_management_token() -> str:
     return _generate(MANAGEMENT_TOKEN_PREFIX, SECRET_BODY_LENGTH)
+
+
+def new_invitation_token() -> str:
+    """The secret part of an invitation link: single use, stored only as its hash."""
+    return _generate(INVITATION_PREFIX, SECRET_BODY_LENGTH)
 
 
 def hash_secret(value: str) -> str:

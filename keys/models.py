@@ -78,6 +78,42 @@ class Membership(models.Model):
         return f"{self.user} in {self.tenant} ({self.role})"
 
 
+class Invitation(models.Model):
+    """An e-mailed link that makes whoever opens it (signed in, or signing up) a member with `role`.
+    Only the token's hash is stored; the link works once, until it expires or is revoked."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(max_length=150)
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.DEVELOPER)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.tenant} ({self.role})"
+
+    @property
+    def state(self) -> str:
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
+
+
 class AuthType(models.TextChoices):
     NONE = "none", "None"
     BASIC = "basic", "HTTP Basic"
@@ -272,11 +308,16 @@ class UsageRecord(models.Model):
     hour = models.DateTimeField()
     outcome = models.CharField(max_length=20)  # allowed, rejected, upstream_error
     code = models.CharField(max_length=40, blank=True)  # the error code of a rejection
+    # What was refused, so a tenant can fix an allowlist: the origin, client address, user agent,
+    # HTTP or JSON-RPC method of a rejection (bounded in length and in distinct values per minute).
+    detail = models.CharField(max_length=200, blank=True)
     count = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["api_key", "hour", "outcome", "code"], name="usage_unique_bucket")
+            models.UniqueConstraint(
+                fields=["api_key", "hour", "outcome", "code", "detail"], name="usage_unique_bucket_detail"
+            )
         ]
         indexes = [models.Index(fields=["tenant", "hour"])]
         ordering = ["-hour"]

@@ -194,3 +194,27 @@ def usage_summary(
         {"period": row["period"], "outcome": row["outcome"], "code": row["code"], "count": row["count"]}
         for row in rows
     ]
+
+
+def usage_rejections(
+    *, tenant: Tenant, since: datetime, api_key: ApiKey | None = None, limit: int = 100
+) -> list[dict]:
+    """Rejected requests since `since` by reason: [{"key_id", "key_name", "code", "detail", "count"}],
+    most frequent first. `detail` says what was refused (the origin, address, method…), "" if unknown."""
+    rows = (
+        usage_list(tenant=tenant, api_key=api_key, since=since)
+        .filter(outcome="rejected")
+        .values("api_key__key_id", "api_key__name", "code", "detail")
+        .annotate(count=Sum("count"))
+        .order_by("-count", "code", "detail")[:limit]
+    )
+    return [
+        {
+            "key_id": row["api_key__key_id"],
+            "key_name": row["api_key__name"],
+            "code": row["code"],
+            "detail": row["detail"],
+            "count": row["count"],
+        }
+        for row in rows
+    ]

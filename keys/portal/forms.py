@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 
 from keys import selectors
 from keys.models import ApiKey, Tenant
+from keys.portal.common import add_service_errors
 
 User = get_user_model()
 
@@ -101,13 +102,7 @@ class ApiKeyCreateForm(forms.Form):
     def clean_rate_limit(self) -> str | None:
         return self.cleaned_data["rate_limit"].strip() or None
 
-    def add_service_errors(self, exc: ValidationError) -> None:
-        """Show a service's ValidationError against the fields it names (the rest above the form)."""
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc)
-            return
-        for field, errors in exc.message_dict.items():
-            self.add_error(field if field in self.fields else None, errors)
+    add_service_errors = add_service_errors
 
 
 def _lines(text: str) -> list[str]:

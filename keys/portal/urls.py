@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from keys.portal import views
+from keys.portal import accounts, audit, members, tokens, upstreams, usage, views
 
 app_name = "portal"
 
@@ -17,4 +17,11 @@ urlpatterns = [
     path("keys/<str:key_id>/edit", views.key_edit, name="key_edit"),
     path("keys/<str:key_id>/rotate", views.key_rotate, name="key_rotate"),
     path("keys/<str:key_id>/revoke", views.key_revoke, name="key_revoke"),
+    # Each area lists its own routes next to its views.
+    *accounts.urlpatterns,
+    *members.urlpatterns,
+    *upstreams.urlpatterns,
+    *tokens.urlpatterns,
+    *audit.urlpatterns,
+    *usage.urlpatterns,
 ]

@@ -1,9 +1,6 @@
 """Portal pages. Thin: each parses a form, calls a service or a selector for the current tenant, and
 renders. The current tenant is the membership named by the session's `tenant` slug, else the first."""
 
-from collections.abc import Callable
-from functools import wraps
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
@@ -12,7 +9,7 @@ from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.utils.text import slugify
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -20,6 +17,7 @@ from django_ratelimit.core import is_ratelimited
 
 from keys import selectors, services
 from keys.models import ApiKey, Role, Tenant
+from keys.portal.common import TENANT_SESSION_KEY, can, client_ip, page, tenant_view
 from keys.portal.forms import (
     ApiKeyCreateForm,
     ApiKeyEditForm,
@@ -27,52 +25,8 @@ from keys.portal.forms import (
     RateLimitedAuthenticationForm,
     SignupForm,
 )
-from keys.request_ids import client_address
 
-TENANT_SESSION_KEY = "tenant"
 User = get_user_model()
-
-
-def _page(
-    request: HttpRequest, template: str, context: dict | None = None, status: int = 200
-) -> HttpResponse:
-    """Render with what the layout needs: the current membership and the tenants to switch between."""
-    membership = getattr(request, "membership", None)
-    tenants = list(selectors.tenant_list_for_user(user=request.user)) if request.user.is_authenticated else []
-    base = {"membership": membership, "tenants": tenants}
-    return render(request, template, {**base, **(context or {})}, status=status)
-
-
-def _forbidden(request: HttpRequest, reason: str) -> HttpResponse:
-    return _page(request, "portal/forbidden.html", {"reason": reason}, status=403)
-
-
-def tenant_view(minimum: str = Role.VIEWER) -> Callable:
-    """A signed-in member's page, acting for the current tenant with at least the `minimum` role."""
-
-    def decorate(view: Callable) -> Callable:
-        @wraps(view)
-        @login_required
-        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            slug = request.session.get(TENANT_SESSION_KEY)
-            membership = selectors.membership_for_user(user=request.user, tenant_slug=slug) if slug else None
-            membership = membership or selectors.membership_for_user(user=request.user)
-            if membership is None:
-                return _forbidden(request, "You are not a member of any organisation.")
-            request.membership = membership
-            request.tenant = membership.tenant
-            if not selectors.role_at_least(role=membership.role, minimum=minimum):
-                return _forbidden(request, f"This needs the {minimum} role; you are a {membership.role}.")
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-def _client_ip(request: HttpRequest) -> str | None:
-    """For the audit trail: the client's address as the trusted-proxy setting says."""
-    return client_address(request) or None
 
 
 def _key_or_404(request: HttpRequest, key_id: str) -> ApiKey:
@@ -142,7 +96,7 @@ def signup(request: HttpRequest) -> HttpResponse:
             request.session[TENANT_SESSION_KEY] = tenant.slug
             messages.success(request, f"Welcome! {tenant.name} is ready: create your first key.")
             return redirect("portal:key_list")
-    return _page(request, "portal/signup.html", {"form": form})
+    return page(request, "portal/signup.html", {"form": form})
 
 
 @require_POST
@@ -169,8 +123,8 @@ def home(request: HttpRequest) -> HttpResponse:
 @tenant_view()
 def key_list(request: HttpRequest) -> HttpResponse:
     keys = selectors.api_key_list(tenant=request.tenant)
-    can_manage = selectors.role_at_least(role=request.membership.role, minimum=Role.DEVELOPER)
-    return _page(request, "portal/key_list.html", {"keys": keys, "can_manage": can_manage})
+    can_manage = can(request, Role.DEVELOPER)
+    return page(request, "portal/key_list.html", {"keys": keys, "can_manage": can_manage})
 
 
 @never_cache
@@ -189,16 +143,16 @@ def key_create(request: HttpRequest) -> HttpResponse:
                 allowed_origins=data["allowed_origins"],
                 rate_limit=data["rate_limit"],
                 actor=request.user,
-                ip_address=_client_ip(request),
+                ip_address=client_ip(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
         else:
             # The secret is in this answer only: not stored, not cached, never rendered again.
-            response = _page(request, "portal/key_created.html", {"key": api_key, "secret": secret})
+            response = page(request, "portal/key_created.html", {"key": api_key, "secret": secret})
             response["Cache-Control"] = "no-store"
             return response
-    return _page(request, "portal/key_create.html", {"form": form})
+    return page(request, "portal/key_create.html", {"form": form})
 
 
 def _snippet_url(request: HttpRequest, api_key: ApiKey) -> str:
@@ -211,9 +165,9 @@ def _snippet_url(request: HttpRequest, api_key: ApiKey) -> str:
 @tenant_view()
 def key_detail(request: HttpRequest, key_id: str) -> HttpResponse:
     api_key = _key_or_404(request, key_id)
-    can_manage = selectors.role_at_least(role=request.membership.role, minimum=Role.DEVELOPER)
+    can_manage = can(request, Role.DEVELOPER)
     context = {"key": api_key, "can_manage": can_manage, "proxy_url": _snippet_url(request, api_key)}
-    return _page(request, "portal/key_detail.html", context)
+    return page(request, "portal/key_detail.html", context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -222,10 +176,10 @@ def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
     """GET asks for confirmation; only POST revokes."""
     api_key = _key_or_404(request, key_id)
     if request.method == "POST":
-        services.api_key_revoke(api_key=api_key, actor=request.user, ip_address=_client_ip(request))
+        services.api_key_revoke(api_key=api_key, actor=request.user, ip_address=client_ip(request))
         messages.success(request, f"The key {api_key.name} is revoked.")
         return redirect("portal:key_detail", key_id=api_key.key_id)
-    return _page(request, "portal/key_revoke.html", {"key": api_key})
+    return page(request, "portal/key_revoke.html", {"key": api_key})
 
 
 @require_http_methods(["GET", "POST"])
@@ -233,7 +187,7 @@ def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
 def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
     api_key = _key_or_404(request, key_id)
     if api_key.state == "revoked":
-        return _page(request, "portal/key_edit.html", {"key": api_key, "form": None})
+        return page(request, "portal/key_edit.html", {"key": api_key, "form": None})
     data = request.POST if request.method == "POST" else None
     form = ApiKeyEditForm(data, tenant=request.tenant, initial=ApiKeyEditForm.initial_for(api_key))
     if request.method == "POST" and form.is_valid():
@@ -243,7 +197,7 @@ def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
                 api_key=api_key,
                 upstreams=form.cleaned_data["upstreams"],
                 actor=request.user,
-                ip_address=_client_ip(request),
+                ip_address=client_ip(request),
                 **fields,
             )
         except ValidationError as exc:
@@ -252,7 +206,7 @@ def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
         else:
             messages.success(request, f"The key {api_key.name} is saved.")
             return redirect("portal:key_detail", key_id=api_key.key_id)
-    return _page(request, "portal/key_edit.html", {"key": api_key, "form": form})
+    return page(request, "portal/key_edit.html", {"key": api_key, "form": form})
 
 
 @never_cache
@@ -262,7 +216,7 @@ def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
     """GET asks for confirmation and a grace period; only POST rotates."""
     api_key = _key_or_404(request, key_id)
     if api_key.state == "revoked":
-        return _page(request, "portal/key_rotate.html", {"key": api_key, "form": None})
+        return page(request, "portal/key_rotate.html", {"key": api_key, "form": None})
     form = ApiKeyRotateForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -270,13 +224,13 @@ def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
                 api_key=api_key,
                 grace=form.cleaned_data["grace"],
                 actor=request.user,
-                ip_address=_client_ip(request),
+                ip_address=client_ip(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
         else:
             # As at creation: the new secret is in this answer only, never stored or cached.
-            response = _page(request, "portal/key_rotated.html", {"key": api_key, "secret": secret})
+            response = page(request, "portal/key_rotated.html", {"key": api_key, "secret": secret})
             response["Cache-Control"] = "no-store"
             return response
-    return _page(request, "portal/key_rotate.html", {"key": api_key, "form": form})
+    return page(request, "portal/key_rotate.html", {"key": api_key, "form": form})

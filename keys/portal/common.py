@@ -1,0 +1,72 @@
+"""What every portal page shares: the layout's context, the tenant a member acts for, role checks,
+the client address for the audit trail, and a service's ValidationError shown on a form."""
+
+from collections.abc import Callable
+from functools import wraps
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from keys import selectors
+from keys.models import Role
+from keys.request_ids import client_address
+
+TENANT_SESSION_KEY = "tenant"
+
+
+def page(request: HttpRequest, template: str, context: dict | None = None, status: int = 200) -> HttpResponse:
+    """Render with what the layout needs: the current membership and the tenants to switch between."""
+    membership = getattr(request, "membership", None)
+    tenants = list(selectors.tenant_list_for_user(user=request.user)) if request.user.is_authenticated else []
+    base = {"membership": membership, "tenants": tenants}
+    return render(request, template, {**base, **(context or {})}, status=status)
+
+
+def forbidden(request: HttpRequest, reason: str) -> HttpResponse:
+    return page(request, "portal/forbidden.html", {"reason": reason}, status=403)
+
+
+def tenant_view(minimum: str = Role.VIEWER) -> Callable:
+    """A signed-in member's page, acting for the current tenant with at least the `minimum` role.
+    Sets request.membership and request.tenant; a lower role gets the 403 page."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        @login_required
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            slug = request.session.get(TENANT_SESSION_KEY)
+            membership = selectors.membership_for_user(user=request.user, tenant_slug=slug) if slug else None
+            membership = membership or selectors.membership_for_user(user=request.user)
+            if membership is None:
+                return forbidden(request, "You are not a member of any organisation.")
+            request.membership = membership
+            request.tenant = membership.tenant
+            if not selectors.role_at_least(role=membership.role, minimum=minimum):
+                return forbidden(request, f"This needs the {minimum} role; you are a {membership.role}.")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def can(request: HttpRequest, minimum: str) -> bool:
+    """Whether the current member has at least the `minimum` role (to show or hide a button)."""
+    return selectors.role_at_least(role=request.membership.role, minimum=minimum)
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """For the audit trail: the client's address as the trusted-proxy setting says."""
+    return client_address(request) or None
+
+
+def add_service_errors(form: forms.Form, exc: ValidationError) -> None:
+    """Show a service's ValidationError against the fields it names (the rest above the form)."""
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc)
+        return
+    for field, errors in exc.message_dict.items():
+        form.add_error(field if field in form.fields else None, errors)
