@@ -155,18 +155,20 @@ def key_create(request: HttpRequest) -> HttpResponse:
     return page(request, "portal/key_create.html", {"form": form})
 
 
-def _snippet_url(request: HttpRequest, api_key: ApiKey) -> str:
+def _snippet_context(request: HttpRequest, api_key: ApiKey) -> dict:
+    """What the ready-to-paste snippets need: the gateway's address and this key's proxy URL
+    (through its first upstream). Never the secret: snippets read it from KEY_SECRET."""
+    gateway = request.build_absolute_uri("/").rstrip("/")
     upstream = api_key.upstreams.first()
     slug = upstream.slug if upstream else "UPSTREAM"
-    return request.build_absolute_uri(f"/proxy/{slug}/{api_key.key_id}/")
+    return {"gateway": gateway, "proxy_url": f"{gateway}/proxy/{slug}/{api_key.key_id}/"}
 
 
 @require_GET
 @tenant_view()
 def key_detail(request: HttpRequest, key_id: str) -> HttpResponse:
     api_key = _key_or_404(request, key_id)
-    can_manage = can(request, Role.DEVELOPER)
-    context = {"key": api_key, "can_manage": can_manage, "proxy_url": _snippet_url(request, api_key)}
+    context = {"key": api_key, "can_manage": can(request, Role.DEVELOPER), **_snippet_context(request, api_key)}
     return page(request, "portal/key_detail.html", context)
 
 

@@ -1,0 +1,146 @@
+"""The key page's ready-to-paste snippets, run as a user would paste them: against the live site, through
+the real proxy, to a real upstream on loopback. None of them holds the secret; they read KEY_SECRET."""
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import urllib.request
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+
+from keys import services
+from keys.models import Role
+from proxy.policy import policies
+from proxy.tests.upstream_server import UpstreamServer
+
+SNIPPET_RE = re.compile(r'<code id="(snippet-[a-z-]+)">(.*?)</code>', re.S)
+
+
+@pytest.fixture(scope="module")
+def upstream_server():
+    with UpstreamServer() as server:
+        yield server
+
+
+@pytest.fixture
+def echo_key(site, tenant, upstream_server):
+    """A key on an upstream that answers /echo…, and its secret."""
+    upstream = services.upstream_create(
+        tenant=None,
+        slug="echo",
+        base_url=f"{upstream_server.url}/echo",
+        allow_private_network=True,
+        actor="test",
+        actor_is_staff=True,
+    )
+    policies.clear()
+    return services.api_key_create(tenant=tenant, name="snippets", upstreams=[upstream], actor="test")
+
+
+def snippets_of(site, tenant, django_user_model, key_id: str) -> dict[str, str]:
+    """The snippets on the key page as a viewer sees it, served for the live site's host."""
+    viewer = django_user_model.objects.create_user(username="v@x.example", email="v@x.example")
+    services.membership_set(tenant=tenant, user=viewer, role=Role.VIEWER, actor="test")
+    client = Client()
+    client.force_login(viewer)
+    host = urlsplit(site.url).netloc
+    content = client.get(f"/portal/keys/{key_id}", HTTP_HOST=host).content.decode()
+    return {name: html.unescape(code) for name, code in SNIPPET_RE.findall(content)}
+
+
+def get_json(url: str, headers: dict[str, str]) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback test server
+        return answer.status, json.load(answer)
+
+
+def test_the_page_offers_every_snippet_and_no_secret(site, tenant, echo_key, django_user_model):
+    api_key, secret = echo_key
+    snippets = snippets_of(site, tenant, django_user_model, api_key.key_id)
+
+    assert set(snippets) == {
+        "snippet-curl",
+        "snippet-fetch",
+        "snippet-ethers",
+        "snippet-token-python",
+        "snippet-token-node",
+    }
+    proxy_url = f"{site.url}/proxy/echo/{api_key.key_id}/"
+    assert proxy_url in snippets["snippet-curl"]
+    assert f'new JsonRpcProvider("{proxy_url}")' in snippets["snippet-ethers"]
+    assert all(secret not in text and "sk_" not in text for text in snippets.values())
+
+
+def test_the_curl_snippet_reaches_the_upstream_with_the_secret(site, tenant, echo_key, django_user_model):
+    api_key, secret = echo_key
+    curl = snippets_of(site, tenant, django_user_model, api_key.key_id)["snippet-curl"]
+
+    done = subprocess.run(  # noqa: S603 - the snippet is ours, run by bash as a user would
+        ["bash", "-c", curl + " -s -w '\\n%{http_code}'"],
+        env={"KEY_SECRET": secret, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    body, status = done.stdout.rsplit("\n", 1)
+    assert status == "200", done.stdout + done.stderr
+    assert json.loads(body)["path"] == "/echo"  # the base URL itself
+
+
+def test_the_curl_snippet_without_the_secret_is_refused(site, tenant, echo_key, django_user_model):
+    api_key, _ = echo_key
+    services.api_key_update(api_key=api_key, secret_required=True, actor="test")
+    curl = snippets_of(site, tenant, django_user_model, api_key.key_id)["snippet-curl"]
+
+    done = subprocess.run(  # noqa: S603
+        ["bash", "-c", curl + " -s -o /dev/null -w '%{http_code}'"],
+        env={"KEY_SECRET": "sk_wrong", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.stdout == "401"
+
+
+def test_the_python_token_exchange_snippet_gets_a_token_the_proxy_accepts(
+    site, tenant, echo_key, django_user_model, monkeypatch
+):
+    api_key, secret = echo_key
+    services.api_key_update(api_key=api_key, secret_required=True, actor="test")
+    snippets = snippets_of(site, tenant, django_user_model, api_key.key_id)
+    monkeypatch.setenv("KEY_SECRET", secret)
+
+    namespace: dict = {}
+    exec(snippets["snippet-token-python"], namespace)  # noqa: S102 - the page's snippet, as pasted
+    token = namespace["access_token"](ttl=60)
+
+    assert token.startswith("at_")
+    status, echoed = get_json(f"{site.url}/proxy/echo/{api_key.key_id}/", {"Authorization": f"Bearer {token}"})
+    assert status == 200 and echoed["method"] == "GET"
+    # A key that requires its secret: the browser snippets use the token, never the secret.
+    assert "Bearer ${accessToken}" in snippets["snippet-fetch"]
+    assert 'setHeader("Authorization", `Bearer ${accessToken}`)' in snippets["snippet-ethers"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_node_token_exchange_snippet_gets_a_token_the_proxy_accepts(
+    site, tenant, echo_key, django_user_model
+):
+    api_key, secret = echo_key
+    snippet = snippets_of(site, tenant, django_user_model, api_key.key_id)["snippet-token-node"]
+
+    done = subprocess.run(  # noqa: S603
+        ["node", "--input-type=module", "-e", snippet + "\nconsole.log(await accessToken(60));"],
+        env={"KEY_SECRET": secret, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    token = done.stdout.strip()
+    assert token.startswith("at_"), done.stderr
+    status, _ = get_json(f"{site.url}/proxy/echo/{api_key.key_id}/", {"Authorization": f"Bearer {token}"})
+    assert status == 200
