@@ -18,8 +18,17 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 run: $(VENV)/.runtime
 	PY=$(PY) bin/run-demo
 
+# What the portal's JavaScript snippets import (ethers), for the tests that run them with Node.js;
+# skipped, like those tests, on a machine without npm.
+JS_TESTS := keys/tests/js
+JS_DEPS := $(if $(shell command -v npm),$(JS_TESTS)/node_modules/.installed)
+
+$(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package.json $(JS_TESTS)/package-lock.json
+	npm ci --prefix $(JS_TESTS) --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## test: the whole suite (SQLite and in-process cache, or DATABASE_URL / REDIS_URL when set)
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(JS_DEPS)
 	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings_test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -45,4 +54,4 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) db.sqlite3 staticfiles
+	rm -rf $(VENV) db.sqlite3 staticfiles $(JS_TESTS)/node_modules

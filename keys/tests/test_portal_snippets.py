@@ -6,7 +6,10 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,6 +21,9 @@ from proxy.policy import policies
 from proxy.tests.upstream_server import UpstreamServer
 
 SNIPPET_RE = re.compile(r'<code id="(snippet-[a-z-]+)">(.*?)</code>', re.S)
+# keys/tests/js holds what the JavaScript snippets import (ethers), installed by `make test` with npm.
+JS_MODULES = Path(__file__).parent / "js" / "node_modules"
+BLOCK_NUMBER = 0x1234AB
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +125,8 @@ def test_the_python_token_exchange_snippet_gets_a_token_the_proxy_accepts(
     token = namespace["access_token"](ttl=60)
 
     assert token.startswith("at_")
-    status, echoed = get_json(f"{site.url}/proxy/echo/{api_key.key_id}/", {"Authorization": f"Bearer {token}"})
+    bearer = {"Authorization": f"Bearer {token}"}
+    status, echoed = get_json(f"{site.url}/proxy/echo/{api_key.key_id}/", bearer)
     assert status == 200 and echoed["method"] == "GET"
     # A key that requires its secret: the browser snippets use the token, never the secret.
     assert "Bearer ${accessToken}" in snippets["snippet-fetch"]
@@ -144,3 +151,75 @@ def test_the_node_token_exchange_snippet_gets_a_token_the_proxy_accepts(
     assert token.startswith("at_"), done.stderr
     status, _ = get_json(f"{site.url}/proxy/echo/{api_key.key_id}/", {"Authorization": f"Bearer {token}"})
     assert status == 200
+
+
+class _JsonRpcNode(BaseHTTPRequestHandler):
+    """An Ethereum node in miniature: answers eth_chainId and eth_blockNumber, single or batched, and
+    records the methods it was asked (ethers batches its calls into one JSON array)."""
+
+    answers = {"eth_chainId": "0x1", "eth_blockNumber": hex(BLOCK_NUMBER)}
+    methods: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        calls = payload if isinstance(payload, list) else [payload]
+        self.methods.extend(call["method"] for call in calls)
+        results = [{"jsonrpc": "2.0", "id": c["id"], "result": self.answers[c["method"]]} for c in calls]
+        body = json.dumps(results if isinstance(payload, list) else results[0]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def rpc_key(site, tenant):
+    """A key on an upstream that speaks JSON-RPC, allowed exactly the two methods ethers needs here."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JsonRpcNode)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    _JsonRpcNode.methods = []
+    upstream = services.upstream_create(
+        tenant=None,
+        slug="mainnet",
+        base_url=f"http://127.0.0.1:{server.server_address[1]}/",
+        allow_private_network=True,
+        actor="test",
+        actor_is_staff=True,
+    )
+    policies.clear()
+    api_key, _ = services.api_key_create(
+        tenant=tenant,
+        name="dapp",
+        upstreams=[upstream],
+        allowed_rpc_methods=["eth_chainId", "eth_blockNumber"],
+        actor="test",
+    )
+    yield api_key
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (JS_MODULES / "ethers").is_dir(),
+    reason="Node.js and keys/tests/js/node_modules (npm ci --prefix keys/tests/js) are needed",
+)
+def test_the_ethers_snippet_reads_the_block_number_through_the_proxy(
+    site, tenant, rpc_key, django_user_model
+):
+    snippet = snippets_of(site, tenant, django_user_model, rpc_key.key_id)["snippet-ethers"]
+
+    done = subprocess.run(  # noqa: S603 - the page's snippet, run by node as a browser bundle would
+        ["node", "--input-type=module", "-e", snippet],
+        cwd=JS_MODULES.parent,  # where `import ... from "ethers"` resolves
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.stdout.strip() == str(BLOCK_NUMBER), done.stderr[-2000:]
+    assert set(_JsonRpcNode.methods) == {"eth_chainId", "eth_blockNumber"}
