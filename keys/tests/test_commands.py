@@ -176,6 +176,20 @@ def test_seed_demo_again_keeps_the_key_id_and_the_old_secret_stops_working(db):
     assert ApiKey.objects.filter(tenant__slug="demo").count() == 1
 
 
+def test_seed_demo_prints_a_portal_login_for_the_demo_owner_fresh_each_run(db, client):
+    first, _ = run("seed_demo")
+    second, _ = run("seed_demo")
+    owner = second["owner"]
+
+    assert first["owner"]["password"] != owner["password"]
+    stale = client.post("/portal/login", {"username": owner["email"], "password": first["owner"]["password"]})
+    assert stale.status_code == 200  # the form again, with an error
+    answer = client.post("/portal/login", {"username": owner["email"], "password": owner["password"]})
+    assert answer.status_code == 302
+    keys_page = client.get("/portal/keys").content.decode()
+    assert second["key"] in keys_page and "Demo tenant" in keys_page
+
+
 def test_seed_demo_uses_the_upstream_url_given(db):
     payload, _ = run("seed_demo", "--upstream-url", "http://127.0.0.1:9999/echo")
     assert payload["upstream_url"] == "http://127.0.0.1:9999/echo"

@@ -14,6 +14,7 @@ DEMO_TENANT = "demo"
 DEMO_UPSTREAM = "demo-echo"
 DEMO_KEY_NAME = "demo key"
 DEMO_ADMIN = "admin"
+DEMO_OWNER_EMAIL = "owner@demo.example"
 # The demo upstream's own credential: the echo says whether it arrived, showing injection at work.
 DEMO_UPSTREAM_CREDENTIAL = "demo-upstream-credential"  # noqa: S105 - a demo value, not a secret
 
@@ -37,7 +38,7 @@ class Command(BaseCommand):
                     lambda: services.tenant_create(
                         slug=DEMO_TENANT,
                         name="Demo tenant",
-                        owner_email="owner@demo.example",
+                        owner_email=DEMO_OWNER_EMAIL,
                         actor="seed_demo",
                     )
                 )
@@ -83,6 +84,11 @@ class Command(BaseCommand):
                 )
             else:
                 secret = services.api_key_rotate(api_key=api_key, grace=timedelta(0), actor="seed_demo")
+            # The tenant's owner signs in to the portal; like the staff user, a fresh password each run.
+            owner_password = secrets.token_urlsafe(12)
+            owner = services.user_get_or_create(email=DEMO_OWNER_EMAIL)
+            owner.set_password(owner_password)
+            owner.save(update_fields=["password"])
             admin_password = secrets.token_urlsafe(12)
             admin = get_user_model().objects.filter(username=DEMO_ADMIN).first() or get_user_model()(
                 username=DEMO_ADMIN, email="admin@demo.example", is_staff=True, is_superuser=True
@@ -98,6 +104,7 @@ class Command(BaseCommand):
                 "key": api_key.key_id,
                 "secret": secret,
                 "allowed_origins": api_key.allowed_origins,
+                "owner": {"email": DEMO_OWNER_EMAIL, "password": owner_password},
                 "admin": {"username": DEMO_ADMIN, "password": admin_password},
             },
         )
