@@ -1,0 +1,106 @@
+"""Every portal page in a real browser (Debian's chromium): no WCAG 2 A/AA violation that axe-core finds,
+and at a phone's width (390 px) nothing wider than the screen but what scrolls inside its own box."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from keys import services
+from keys.models import Role
+
+AXE = Path(__file__).parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("chromium") is None or not AXE.is_file(),
+    reason="needs chromium and keys/tests/js/node_modules (make test installs axe-core with npm)",
+)
+
+ANONYMOUS_PAGES = ["/portal/login", "/portal/signup", "/portal/password-reset"]
+MEMBER_PAGES = [
+    "/portal/keys",
+    "/portal/keys/new",
+    "/portal/keys/{key_id}",
+    "/portal/keys/{key_id}/edit",
+    "/portal/keys/{key_id}/rotate",
+    "/portal/keys/{key_id}/revoke",
+    "/portal/usage",
+    "/portal/usage?range=30d&key={key_id}",
+    "/portal/upstreams",
+    "/portal/upstreams/new",
+    "/portal/members",
+    "/portal/tokens",
+    "/portal/audit",
+]
+# Which rules broke, where and why, in a form a failing test can print.
+AXE_RUN = """async () => {
+  const result = await axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa"]}});
+  return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                      nodes: v.nodes.slice(0, 3).map(n => n.html)}));
+}"""
+# Elements sticking out past the right edge of a phone's screen, unless inside a box that scrolls.
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const scrolls = el => { for (; el; el = el.parentElement) {
+    if (["auto", "scroll"].includes(getComputedStyle(el).overflowX)) return true; } return false; };
+  return [...document.body.querySelectorAll("*")]
+    .filter(el => el.getBoundingClientRect().right > width + 1 && !scrolls(el.parentElement))
+    .slice(0, 5).map(el => el.outerHTML.slice(0, 120));
+}"""
+
+
+@pytest.fixture
+def owner_session(site, tenant, loopback_upstream, django_user_model):
+    """An owner's session cookie on the live site, a key to show, and one audit event at least."""
+    owner = django_user_model.objects.create_user(username="o@acme.example", email="o@acme.example")
+    services.membership_set(tenant=tenant, user=owner, role=Role.OWNER, actor="test")
+    api_key, _ = services.api_key_create(
+        tenant=tenant, name="web", upstreams=[loopback_upstream], allowed_origins=["https://a.example"]
+    )
+    client = Client()
+    client.force_login(owner)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value, api_key.key_id
+
+
+def _audit(site, paths: list[str], cookie: str | None, width: int) -> dict[str, list]:
+    problems = {}
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": width, "height": 800})
+            if cookie:
+                context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": site.url}])
+            page = context.new_page()
+            for path in paths:
+                answer = page.goto(site.url + path)
+                assert answer.status == 200, (path, answer.status)
+                page.add_script_tag(path=str(AXE))
+                found = {"axe": page.evaluate(AXE_RUN), "overflow": page.evaluate(OVERFLOW)}
+                if found["axe"] or found["overflow"]:
+                    problems[path] = found
+        finally:
+            browser.close()
+    return problems
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_member_pages_pass_axe_and_fit_a_phone(site, owner_session, width):
+    cookie, key_id = owner_session
+    paths = [path.format(key_id=key_id) for path in MEMBER_PAGES]
+
+    problems = _audit(site, paths, cookie, width)
+
+    assert problems == {}, json.dumps(problems, indent=1)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_pages_before_login_pass_axe_and_fit_a_phone(site, width):
+    problems = _audit(site, ANONYMOUS_PAGES, None, width)
+
+    assert problems == {}, json.dumps(problems, indent=1)
