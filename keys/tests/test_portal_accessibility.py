@@ -75,7 +75,8 @@ def _audit(site, paths: list[str], cookie: str | None, width: int) -> dict[str, 
         try:
             context = browser.new_context(viewport={"width": width, "height": 800})
             if cookie:
-                context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": site.url}])
+                session = {"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": site.url}
+                context.add_cookies([session])
             page = context.new_page()
             for path in paths:
                 answer = page.goto(site.url + path)
