@@ -12,6 +12,7 @@ from keys.models import (
     AccessToken,
     ApiKey,
     AuditEvent,
+    Invitation,
     ManagementToken,
     Membership,
     Role,
@@ -162,6 +163,43 @@ def audit_event_list(*, tenant: Tenant) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(tenant=tenant).select_related("actor")
 
 
+def audit_action_list(*, tenant: Tenant) -> list[str]:
+    """The actions the tenant's audit log holds, sorted (for the log's filter)."""
+    actions = AuditEvent.objects.filter(tenant=tenant).order_by("action").values_list("action", flat=True)
+    return list(actions.distinct())
+
+
+def membership_get_by_id(*, tenant: Tenant, membership_id: int) -> Membership:
+    """The tenant's membership; raises Membership.DoesNotExist for another tenant's as for a missing one."""
+    return Membership.objects.select_related("user", "tenant").get(tenant=tenant, pk=membership_id)
+
+
+def invitation_list_pending(*, tenant: Tenant, now: datetime | None = None) -> QuerySet[Invitation]:
+    """The tenant's invitations not yet accepted, revoked or expired, newest first."""
+    return Invitation.objects.filter(
+        tenant=tenant, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now or timezone.now()
+    ).select_related("invited_by")
+
+
+def invitation_get(*, tenant: Tenant, invitation_id: int) -> Invitation:
+    """The tenant's invitation; raises Invitation.DoesNotExist for another tenant's as for a missing one."""
+    return Invitation.objects.get(tenant=tenant, pk=invitation_id)
+
+
+def invitation_find(*, token: str) -> Invitation | None:
+    """The invitation a link's token opens, in any state (the page says which); None for a malformed or
+    unknown token. Only for the person holding the link: it is not scoped to a tenant."""
+    if not crypto.well_formed(token, crypto.INVITATION_PREFIX):
+        return None
+    return Invitation.objects.select_related("tenant").filter(token_hash=crypto.hash_secret(token)).first()
+
+
+def invitation_is_for(*, invitation: Invitation, user: AbstractBaseUser) -> bool:
+    """Whether the signed-in user has the invited e-mail address (case-insensitive)."""
+    email = getattr(user, "email", "") or ""
+    return bool(email) and email.strip().casefold() == invitation.email.strip().casefold()
+
+
 def usage_list(
     *, tenant: Tenant, api_key: ApiKey | None = None, since: datetime | None = None
 ) -> QuerySet[UsageRecord]:
@@ -218,3 +256,52 @@ def usage_rejections(
         }
         for row in rows
     ]
+
+
+# --- The portal's usage page and export -------------------------------------------------------------
+
+
+def usage_by_period(
+    *, tenant: Tenant, granularity: str, since: datetime, until: datetime, api_key: ApiKey | None = None
+) -> list[dict]:
+    """The tenant's requests (or one key's) in [since, until), per hour or day (UTC), by outcome:
+    [{"period", "outcome", "count"}], oldest first. A period without requests has no row."""
+    trunc = USAGE_PERIODS[granularity]
+    rows = (
+        usage_list(tenant=tenant, api_key=api_key, since=since)
+        .filter(hour__lt=until)
+        .annotate(period=trunc("hour", tzinfo=UTC))
+        .values("period", "outcome")
+        .annotate(count=Sum("count"))
+        .order_by("period", "outcome")
+    )
+    return [{"period": row["period"], "outcome": row["outcome"], "count": row["count"]} for row in rows]
+
+
+def usage_export(
+    *, tenant: Tenant, granularity: str, since: datetime, until: datetime, api_key: ApiKey | None = None
+) -> QuerySet[UsageRecord]:
+    """The tenant's requests (or one key's) in [since, until) as rows of {"period", "api_key__key_id",
+    "api_key__name", "outcome", "code", "detail", "count"}: one per period (UTC hour or day), key,
+    outcome, code and detail, oldest first. A query, so a long export can be read in chunks."""
+    trunc = USAGE_PERIODS[granularity]
+    return (
+        usage_list(tenant=tenant, api_key=api_key, since=since)
+        .filter(hour__lt=until)
+        .annotate(period=trunc("hour", tzinfo=UTC))
+        .values("period", "api_key__key_id", "api_key__name", "outcome", "code", "detail")
+        .annotate(count=Sum("count"))
+        .order_by("period", "api_key__key_id", "outcome", "code", "detail")
+    )
+
+
+def requests_today_by_key(*, tenant: Tenant, now: datetime | None = None) -> dict[str, int]:
+    """{key_id: requests since 00:00 UTC today, all outcomes} for the tenant's keys that had any."""
+    midnight = (now or timezone.now()).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = (
+        usage_list(tenant=tenant, since=midnight)
+        .values("api_key__key_id")
+        .annotate(total=Sum("count"))
+        .order_by("api_key__key_id")
+    )
+    return {row["api_key__key_id"]: row["total"] for row in rows}
