@@ -20,8 +20,10 @@ from keys.models import (
     ApiKey,
     AuditEvent,
     AuthType,
+    Invitation,
     ManagementToken,
     Membership,
+    Role,
     Tenant,
     Upstream,
     UsageRecord,
@@ -398,6 +400,49 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdmin):
+    """Invitations are sent from the portal (their link is e-mailed once, never stored): staff read
+    them and withdraw them; the token's hash is not shown."""
+
+    list_display = ["email", "tenant", "role", "state", "invited_by", "created_at", "expires_at"]
+    list_filter = [
+        "role",
+        ("accepted_at", admin.EmptyFieldListFilter),
+        ("revoked_at", admin.EmptyFieldListFilter),
+    ]
+    search_fields = ["email", "tenant__slug"]
+    fields = [
+        "tenant",
+        "email",
+        "role",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+        "accepted_by",
+        "revoked_at",
+    ]
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("tenant", "invited_by")
+
+    @admin.action(description="Withdraw selected invitations")
+    def revoke(self, request, queryset: QuerySet[Invitation]):
+        pending = list(queryset.filter(accepted_at__isnull=True, revoked_at__isnull=True))
+        for invitation in pending:
+            # Staff act above every tenant role, the owner's included.
+            services.invitation_revoke(
+                invitation=invitation,
+                actor_role=Role.OWNER,
+                actor=request.user,
+                ip_address=_client_ip(request),
+            )
+        self.message_user(request, f"Withdrew {len(pending)} invitation(s).", messages.SUCCESS)
 
 
 @admin.register(UsageRecord)

@@ -249,6 +249,25 @@ LOGIN_REDIRECT_URL = "portal:key_list"
 LOGOUT_REDIRECT_URL = "portal:login"
 # Login attempts allowed per client address and, separately, per username (django-ratelimit rate).
 PORTAL_LOGIN_RATE = os.environ.get("PORTAL_LOGIN_RATE", "10/m")
+# Password-reset requests allowed per client address and, separately, per e-mail (django-ratelimit rate).
+PORTAL_RESET_RATE = os.environ.get("PORTAL_RESET_RATE", "5/h")
+# Days an invitation link works before it expires.
+PORTAL_INVITATION_DAYS = int(os.environ.get("PORTAL_INVITATION_DAYS", "7"))
+# Invitations a tenant may send (django-ratelimit rate): a stolen admin session cannot spam the world.
+PORTAL_INVITATION_RATE = os.environ.get("PORTAL_INVITATION_RATE", "30/h")
+
+# --- E-mail (password resets, invitations) ---
+# Printed to the server's console unless an SMTP backend is configured (`make run` shows the links).
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+# Seconds before a stalled SMTP server fails the request instead of hanging it.
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
+# The sender of the portal's e-mails.
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "API keys <noreply@localhost>")
 
 # --- The proxy (DESIGN.md "The proxy") ---
 # Largest request body relayed upstream, in bytes; larger ones answer 413 before any upstream byte.

@@ -122,7 +122,8 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 @tenant_view()
 def key_list(request: HttpRequest) -> HttpResponse:
-    keys = selectors.api_key_list(tenant=request.tenant)
+    today = selectors.requests_today_by_key(tenant=request.tenant)
+    keys = [(key, today.get(key.key_id, 0)) for key in selectors.api_key_list(tenant=request.tenant)]
     can_manage = can(request, Role.DEVELOPER)
     return page(request, "portal/key_list.html", {"keys": keys, "can_manage": can_manage})
 
@@ -168,7 +169,8 @@ def _snippet_context(request: HttpRequest, api_key: ApiKey) -> dict:
 @tenant_view()
 def key_detail(request: HttpRequest, key_id: str) -> HttpResponse:
     api_key = _key_or_404(request, key_id)
-    context = {"key": api_key, "can_manage": can(request, Role.DEVELOPER), **_snippet_context(request, api_key)}
+    context = {"key": api_key, "can_manage": can(request, Role.DEVELOPER)}
+    context.update(_snippet_context(request, api_key))
     return page(request, "portal/key_detail.html", context)
 
 

@@ -1,6 +1,7 @@
 """The tenant web portal (keys/portal/): accounts, keys, roles, tenant scope, CSRF."""
 
 import re
+from datetime import UTC, timedelta
 
 import pytest
 from django.conf import settings
@@ -8,9 +9,10 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from keys import crypto, services
-from keys.models import ApiKey, AuditEvent, Membership, Role, Tenant
+from keys.models import ApiKey, AuditEvent, Membership, Role, Tenant, UsageRecord
 
 User = get_user_model()
 STRONG = "correct-horse-battery-staple-42"
@@ -200,6 +202,25 @@ def test_key_list_shows_state(portal_client, api_key):
     services.api_key_revoke(api_key=api_key, actor="test")
     page = portal_client(Role.VIEWER).get(reverse("portal:key_list")).content.decode()
     assert api_key.key_id in page and "revoked" in page
+
+
+def test_key_list_counts_each_keys_requests_since_midnight_utc(portal_client, tenant, api_key):
+    other_key, _ = services.api_key_create(tenant=tenant, name="quiet", actor="test")
+    midnight = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    for hour, outcome, count in [
+        (midnight, "allowed", 40),
+        (midnight, "rejected", 2),
+        (midnight - timedelta(hours=1), "allowed", 500),
+    ]:
+        UsageRecord.objects.create(tenant=tenant, api_key=api_key, hour=hour, outcome=outcome, count=count)
+
+    answer = portal_client(Role.VIEWER).get(reverse("portal:key_list"))
+
+    assert dict((key.key_id, n) for key, n in answer.context["keys"]) == {
+        api_key.key_id: 42,
+        other_key.key_id: 0,
+    }
+    assert "42 requests today" in answer.content.decode()
 
 
 def test_key_detail_shows_snippets_with_key_id(portal_client, api_key):
