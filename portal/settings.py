@@ -251,6 +251,8 @@ LOGOUT_REDIRECT_URL = "portal:login"
 PORTAL_LOGIN_RATE = os.environ.get("PORTAL_LOGIN_RATE", "10/m")
 # Password-reset requests allowed per client address and, separately, per e-mail (django-ratelimit rate).
 PORTAL_RESET_RATE = os.environ.get("PORTAL_RESET_RATE", "5/h")
+# How long a password-reset link works (Django's default is 3 days: too long for a link in a mailbox).
+PASSWORD_RESET_TIMEOUT = int(os.environ.get("PORTAL_RESET_LINK_SECONDS", "3600"))
 # Days an invitation link works before it expires.
 PORTAL_INVITATION_DAYS = int(os.environ.get("PORTAL_INVITATION_DAYS", "7"))
 # Invitations a tenant may send (django-ratelimit rate): a stolen admin session cannot spam the world.

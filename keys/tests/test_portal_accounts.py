@@ -4,6 +4,7 @@ out of the URL, password rules, and the new password logs in."""
 import re
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client
@@ -113,6 +114,23 @@ def test_person_added_without_a_password_sets_one_by_reset(client, tenant, mailo
     form_url = open_link(client, link_in(mailoutbox[0]))
     assert set_password(client, form_url, NEWER).status_code == 302
     assert can_log_in("owner@acme.example", NEWER)
+
+
+def test_link_stops_working_after_an_hour(client, member, mailoutbox):
+    from datetime import datetime, timedelta
+    from unittest import mock
+
+    from django.contrib.auth.tokens import default_token_generator
+
+    ask_reset(client, member.email)
+    link = link_in(mailoutbox[0])
+    later = datetime.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT + 5)  # noqa: DTZ005 - Django's own clock
+
+    with mock.patch.object(default_token_generator, "_now", return_value=later):
+        answer = client.get(link, follow=True)
+
+    assert settings.PASSWORD_RESET_TIMEOUT == 3600
+    assert answer.context["validlink"] is False
 
 
 def test_link_works_once(client, member, mailoutbox):
