@@ -1,18 +1,73 @@
-"""Management tokens of the current tenant (for the management API)."""
+"""Management tokens of the current tenant (for the management API): admins and owners list, create and
+revoke them. A new token is shown once, in the answer that creates it; only its hash is stored."""
 
-from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import path, reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
 
-from keys.models import Role
+from keys import selectors, services
+from keys.models import ManagementToken, Role
+from keys.portal.admin_forms import ManagementTokenCreateForm
 from keys.portal.common import page, tenant_view
 
 
+def _token_or_404(request: HttpRequest, token_id: int) -> ManagementToken:
+    try:
+        return selectors.management_token_list(tenant=request.tenant).get(pk=token_id)
+    except ManagementToken.DoesNotExist as exc:
+        raise Http404("No such token.") from exc
+
+
+def _api_url(request: HttpRequest) -> str:
+    return request.build_absolute_uri(reverse("api-key-list"))
+
+
+@require_GET
 @tenant_view(Role.ADMIN)
 def token_list(request: HttpRequest) -> HttpResponse:
-    # Placeholder until the page is built.
-    return page(request, "portal/placeholder.html", {"title": "Management tokens"})
+    tokens = selectors.management_token_list(tenant=request.tenant).select_related("created_by")
+    return page(request, "portal/token_list.html", {"tokens": tokens, "api_url": _api_url(request)})
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@tenant_view(Role.ADMIN)
+def token_create(request: HttpRequest) -> HttpResponse:
+    form = ManagementTokenCreateForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            token, clear = services.management_token_create(
+                tenant=request.tenant, name=form.cleaned_data["name"], actor=request.user
+            )
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        else:
+            # The token is in this answer only: not stored in clear, not cached, never rendered again.
+            context = {"token": token, "secret": clear, "api_url": _api_url(request)}
+            response = page(request, "portal/token_created.html", context)
+            response["Cache-Control"] = "no-store"
+            return response
+    return page(request, "portal/token_create.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view(Role.ADMIN)
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """GET asks for confirmation; only POST revokes."""
+    token = _token_or_404(request, token_id)
+    if request.method == "POST":
+        services.management_token_revoke(token=token, actor=request.user)
+        messages.success(request, f"The token {token.name} (…{token.hint}) is revoked.")
+        return redirect("portal:token_list")
+    return page(request, "portal/token_revoke.html", {"token": token})
 
 
 urlpatterns = [
     path("tokens", token_list, name="token_list"),
+    path("tokens/new", token_create, name="token_create"),
+    path("tokens/<int:token_id>/revoke", token_revoke, name="token_revoke"),
 ]
