@@ -2,7 +2,6 @@
 and at a phone's width (390 px) nothing wider than the screen but what scrolls inside its own box."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,14 @@ from django.test import Client
 
 from keys import services
 from keys.models import Role
+from keys.tests.browser import browser_page, needs_chromium, session_state
 
 AXE = Path(__file__).parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None or not AXE.is_file(),
-    reason="needs chromium and keys/tests/js/node_modules (make test installs axe-core with npm)",
-)
+pytestmark = [
+    needs_chromium,
+    pytest.mark.skipif(not AXE.is_file(), reason="keys/tests/js/node_modules: make test installs axe-core"),
+]
 
 ANONYMOUS_PAGES = ["/portal/login", "/portal/signup", "/portal/password-reset"]
 MEMBER_PAGES = [
@@ -46,6 +43,7 @@ AXE_RUN = """async () => {
 }"""
 # Elements sticking out past the right edge of a phone's screen, unless inside a box that scrolls.
 OVERFLOW = """() => {
+  document.querySelectorAll("details").forEach(d => { d.open = true; });  // what a reader may open, too
   const width = document.documentElement.clientWidth;
   const scrolls = el => { for (; el; el = el.parentElement) {
     if (["auto", "scroll"].includes(getComputedStyle(el).overflowX)) return true; } return false; };
@@ -68,25 +66,17 @@ def owner_session(site, tenant, loopback_upstream, django_user_model):
     return client.cookies[settings.SESSION_COOKIE_NAME].value, api_key.key_id
 
 
-def _audit(site, paths: list[str], cookie: str | None, width: int) -> dict[str, list]:
+def _audit(site, paths: list[str], session_key: str | None, width: int) -> dict[str, dict]:
     problems = {}
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": width, "height": 800})
-            if cookie:
-                session = {"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": site.url}
-                context.add_cookies([session])
-            page = context.new_page()
-            for path in paths:
-                answer = page.goto(site.url + path)
-                assert answer.status == 200, (path, answer.status)
-                page.add_script_tag(path=str(AXE))
-                found = {"axe": page.evaluate(AXE_RUN), "overflow": page.evaluate(OVERFLOW)}
-                if found["axe"] or found["overflow"]:
-                    problems[path] = found
-        finally:
-            browser.close()
+    state = session_state(site.url, session_key) if session_key else None
+    with browser_page(storage_state=state, viewport={"width": width, "height": 800}) as page:
+        for path in paths:
+            answer = page.goto(site.url + path)
+            assert answer.status == 200, (path, answer.status)
+            page.add_script_tag(path=str(AXE))
+            found = {"axe": page.evaluate(AXE_RUN), "overflow": page.evaluate(OVERFLOW)}
+            if found["axe"] or found["overflow"]:
+                problems[path] = found
     return problems
 
 
@@ -105,3 +95,23 @@ def test_pages_before_login_pass_axe_and_fit_a_phone(site, width):
     problems = _audit(site, ANONYMOUS_PAGES, None, width)
 
     assert problems == {}, json.dumps(problems, indent=1)
+
+
+def test_forms_showing_errors_pass_axe(site, owner_session):
+    cookie, _ = owner_session
+    problems = {}
+    with browser_page(storage_state=session_state(site.url, cookie)) as page:
+        page.goto(f"{site.url}/portal/keys/new")
+        page.get_by_label("Name").fill("bad origins")
+        page.get_by_label("Allowed origins").fill("not an origin")
+        page.get_by_role("button", name="Create key").click()
+        page.get_by_text("not an origin").first.wait_for()
+        errors_shown = page.locator("[role=alert] .errorlist").count()
+        page.add_script_tag(path=str(AXE))
+        problems["key create"] = page.evaluate(AXE_RUN)
+        # The error is read with its field: the textarea names the error's element.
+        described_by = page.get_by_label("Allowed origins").get_attribute("aria-describedby")
+
+    assert errors_shown >= 1
+    assert "id_allowed_origins_error" in described_by.split()
+    assert problems == {"key create": []}, json.dumps(problems, indent=1)

@@ -2,41 +2,12 @@
 over HTTP: sign up, create a key, see its secret once, never again."""
 
 import re
-import shutil
-from contextlib import contextmanager
-
-import pytest
 
 from keys import crypto
 from keys.models import ApiKey
+from keys.tests.browser import browser_page, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="chromium is not installed (apt-get install -y chromium)"
-)
-
-
-@contextmanager
-def browser_page():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            yield page
-        finally:
-            browser.close()
+pytestmark = needs_chromium
 
 
 def test_sign_up_create_key_secret_shown_once(site):

@@ -149,7 +149,11 @@ def test_bad_edit_shows_field_error_and_changes_nothing(
     )
     assert answer.status_code == 200
     assert answer.context["form"].errors.get(field)
-    assert f'id="id_{field}_errors"' in answer.content.decode()
+    # The error is tied to its field for screen readers: the input names the error's element.
+    content = answer.content.decode()
+    assert f'id="id_{field}_error"' in content
+    widget = re.search(rf'<(?:input|textarea|select)[^>]*\bid="id_{field}"[^>]*>', content).group(0)
+    assert re.search(rf'aria-describedby="[^"]*\bid_{field}_error\b', widget)
     assert _snapshot(api_key) == before
     assert list(api_key.upstreams.values_list("slug", flat=True)) == ["local"]
     assert not AuditEvent.objects.filter(action="api_key.updated").exists()
