@@ -337,7 +337,7 @@ if sys.argv[2] == "flush":
 else:
     for name in client.scan_iter("usage:*"):
         for field, value in client.hgetall(name).items():
-            key_id, outcome, code = field.decode().split("|")
+            key_id, outcome, code = field.decode().split("|", 3)[:3]  # a 4th part: what was refused
             label = outcome + (":" + code if code else "")
             counts[label] = counts.get(label, 0) + int(value)
 print(json.dumps(counts))

@@ -1,10 +1,18 @@
 """The usage counters' store: the contract between the proxy, which writes them, and the roll-up job.
 
 The proxy counts requests in memory and flushes them every second into one hash per minute,
-`usage:{minute_epoch}`, whose fields are `key_id|outcome|code` and whose values are counts; the
-hashes expire after USAGE_RETENTION_SECONDS. Without Redis they go into `local_store`, this
+`usage:{minute_epoch}`, whose fields are `key_id|outcome|code|detail` and whose values are counts;
+the hashes expire after USAGE_RETENTION_SECONDS. Without Redis they go into `local_store`, this
 process's LocalUsageStore. The roll-up (keys/jobs.py) takes complete minutes out of either store as
 *claims*: snapshots that nobody writes to any more, each with a unique name.
+
+`detail` says what a rejection refused (the origin, client address, user agent, method...), text an
+attacker chooses: cleaned by `usage_detail` (at most DETAIL_MAX_CHARS, no control characters), and
+each process counts at most DETAILS_PER_KEY_MINUTE distinct ones per key and minute, the rest under
+OTHER_DETAIL. Fields split on their first three `|` only, so a detail may itself hold `|`. A field
+without a detail is written `key_id|outcome|code`, the format from before details: the fields an
+older process flushed during a deploy still roll up, and an older roll-up still reads every field
+but those with a detail (it skips these as malformed: deploy the roll-up workers first).
 
 In Redis a minute is claimed by RENAME-ing its hash to `usage:claimed:{minute}:{claimed_at}:{nonce}`:
 the rename is atomic, so of two roll-ups only one gets a given hash, and counts the proxy flushes
@@ -21,10 +29,13 @@ from dataclasses import dataclass, field
 from redis.exceptions import ResponseError
 
 ALLOWED, REJECTED, UPSTREAM_ERROR = "allowed", "rejected", "upstream_error"
-USAGE_KEY = "usage:{minute}"  # a Redis hash per minute: "key_id|outcome|code" -> count
+USAGE_KEY = "usage:{minute}"  # a Redis hash per minute: "key_id|outcome|code[|detail]" -> count
 CLAIMED_PREFIX = "usage:claimed:"
 USAGE_RETENTION_SECONDS = 3 * 86400
 LAST_USED_INTERVAL = 60
+DETAIL_MAX_CHARS = 200  # UsageRecord.detail's max_length
+DETAILS_PER_KEY_MINUTE = 20  # distinct (code, detail) pairs a process counts per key and minute
+OTHER_DETAIL = "(other)"  # the detail of rejections past that bound
 
 _MINUTE_KEY = re.compile(r"^usage:(\d+)$")
 _CLAIMED_KEY = re.compile(r"^usage:claimed:(\d+):(\d+):[0-9a-f]+$")
@@ -35,14 +46,29 @@ def usage_key(minute: int) -> str:
     return USAGE_KEY.format(minute=minute)
 
 
-def usage_field(key_id: str, outcome: str, code: str = "") -> str:
-    return f"{key_id}|{outcome}|{code}"
+def usage_field(key_id: str, outcome: str, code: str = "", detail: str = "") -> str:
+    """The hash field of a counter: `key_id|outcome|code`, with `|detail` only when there is one."""
+    return f"{key_id}|{outcome}|{code}|{detail}" if detail else f"{key_id}|{outcome}|{code}"
 
 
-def usage_field_parts(name: str) -> tuple[str, str, str] | None:
-    """(key_id, outcome, code) of a field, or None for a field that is not one."""
-    parts = name.split("|")
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and parts[0] and parts[1] else None
+def usage_field_parts(name: str) -> tuple[str, str, str, str] | None:
+    """(key_id, outcome, code, detail) of a field, in either format, or None for a field that is not one."""
+    parts = name.split("|", 3)  # key ids, outcomes and codes hold no `|`; a detail may
+    if len(parts) == 3:
+        parts.append("")
+    if len(parts) != 4 or not parts[0] or not parts[1]:
+        return None
+    return (parts[0], parts[1], parts[2], parts[3])
+
+
+def usage_detail(text: str) -> str:
+    """What a rejection refused, safe to store and show: at most DETAIL_MAX_CHARS, and every control,
+    format (bidi, zero-width), surrogate or other unprintable character replaced by U+FFFD."""
+    if len(text) > DETAIL_MAX_CHARS:
+        text = text[: DETAIL_MAX_CHARS - 1] + "\u2026"
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else "\ufffd" for char in text)
+    return text
 
 
 def minute_of(timestamp: float) -> int:
@@ -67,11 +93,13 @@ class LocalUsageStore:
         self.lock = threading.Lock()
 
     def add(
-        self, counts: dict[tuple[int, str, str, str], int], used_key_ids: set[str], now: float
+        self, counts: dict[tuple[int, str, str, str, str], int], used_key_ids: set[str], now: float
     ) -> list[str]:
+        """Add counts keyed (minute, key_id, outcome, code, detail); returns the keys whose
+        last_used_at is due (as proxy.usage.RedisUsageStore.add)."""
         with self.lock:
-            for (minute, key_id, outcome, code), count in counts.items():
-                self.minutes[minute][usage_field(key_id, outcome, code)] += count
+            for (minute, key_id, outcome, code, detail), count in counts.items():
+                self.minutes[minute][usage_field(key_id, outcome, code, detail)] += count
         due = [
             key_id for key_id in used_key_ids if now - self._last_used.get(key_id, 0) >= LAST_USED_INTERVAL
         ]

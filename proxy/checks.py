@@ -17,6 +17,7 @@ from keys.origins import origin_allowed
 from proxy.policy import KeyPolicy, TokenPolicy, UpstreamPolicy
 
 SECRET = "secret"  # noqa: S105 - the credential kind of a request that showed the key's secret
+RPC_DETAIL_METHODS = 10  # refused JSON-RPC method names a rejection's detail lists, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +26,13 @@ class Rejection:
     code: str
     message: str
     retry_after: int | None = None
+    # What an allowlist refused (the origin, address, user agent, method, upstream), for the usage
+    # counters; raw request text, bounded and cleaned where it is counted. "" for other rejections.
+    detail: str = ""
 
 
-def reject(code: str, message: str, retry_after: int | None = None) -> Rejection:
-    return Rejection(ERROR_STATUS[code], code, message, retry_after)
+def reject(code: str, message: str, retry_after: int | None = None, *, detail: str = "") -> Rejection:
+    return Rejection(ERROR_STATUS[code], code, message, retry_after, detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,11 @@ def check_key(key: KeyPolicy | None, key_id: str, now: float) -> Rejection | Non
 def check_upstream_allowed(key: KeyPolicy, upstream: UpstreamPolicy) -> Rejection | None:
     owned_elsewhere = upstream.tenant_id is not None and upstream.tenant_id != key.tenant_id
     if upstream.slug not in key.upstreams or owned_elsewhere:
-        return reject("upstream_not_allowed", f"{key.key_id} may not call the upstream {upstream.slug!r}.")
+        return reject(
+            "upstream_not_allowed",
+            f"{key.key_id} may not call the upstream {upstream.slug!r}.",
+            detail=upstream.slug,
+        )
     return None
 
 
@@ -118,7 +126,11 @@ def check_origin(key: KeyPolicy, facts: Facts, credential: str | TokenPolicy | N
     if facts.origin is not None:
         token_origins = credential.origins if isinstance(credential, TokenPolicy) else ()
         if not origin_allowed(facts.origin, key.origins) or not origin_allowed(facts.origin, token_origins):
-            return reject("origin_not_allowed", f"Origin {facts.origin} is not allowed for key {key.key_id}.")
+            return reject(
+                "origin_not_allowed",
+                f"Origin {facts.origin} is not allowed for key {key.key_id}.",
+                detail=facts.origin,
+            )
     elif key.origins and credential is None:
         return reject(
             "origin_required",
@@ -143,13 +155,21 @@ def check_client(key: KeyPolicy, facts: Facts) -> Rejection | None:
         address = _client_address(facts.client_ip)
         if address is None or not any(address in network for network in key.networks):
             return reject(
-                "ip_not_allowed", f"Client address {facts.client_ip} is not allowed for {key.key_id}."
+                "ip_not_allowed",
+                f"Client address {facts.client_ip} is not allowed for {key.key_id}.",
+                detail=facts.client_ip,
             )
     if key.user_agents and not any(pattern.match(facts.user_agent) for pattern in key.user_agents):
-        return reject("user_agent_not_allowed", f"This user agent is not allowed for {key.key_id}.")
+        return reject(
+            "user_agent_not_allowed",
+            f"This user agent is not allowed for {key.key_id}.",
+            detail=facts.user_agent,
+        )
     if key.http_methods and facts.method not in key.http_methods:
         return reject(
-            "http_method_not_allowed", f"HTTP method {facts.method} is not allowed for {key.key_id}."
+            "http_method_not_allowed",
+            f"HTTP method {facts.method} is not allowed for {key.key_id}.",
+            detail=facts.method,
         )
     return None
 
@@ -175,7 +195,11 @@ def check_rpc_methods(key: KeyPolicy, body: bytes) -> Rejection | None:
         )
     refused = [method for method in methods if method not in key.rpc_methods]
     if refused:
+        # A batch names each refused method once, the first few only (the counter bounds the length).
+        names = list(dict.fromkeys(refused))
         return reject(
-            "rpc_method_not_allowed", f"JSON-RPC method {refused[0][:100]!r} is not allowed for {key.key_id}."
+            "rpc_method_not_allowed",
+            f"JSON-RPC method {refused[0][:100]!r} is not allowed for {key.key_id}.",
+            detail=", ".join(names[:RPC_DETAIL_METHODS]),
         )
     return None

@@ -14,7 +14,7 @@ def refuse(
 ) -> HttpResponse:
     """The contract's error answer, with the CORS, request-id and rate-limit headers gathered so far."""
     if key_id is not None:
-        usage.count(key_id, outcome, rejection.code)
+        usage.count(key_id, outcome, rejection.code, rejection.detail)
     response = HttpResponse(
         error_json(rejection.code, rejection.message, headers["X-Request-Id"]),
         status=rejection.status,

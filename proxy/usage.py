@@ -1,10 +1,13 @@
-"""Usage counting off the hot path: per key, per minute, by outcome and rejection code.
+"""Usage counting off the hot path: per key, per minute, by outcome, rejection code and detail.
 
 A request only increments a counter in process memory. A background thread flushes the counters
 to Redis every PROXY_USAGE_FLUSH_SECONDS (one pipelined round trip), and at exit; the roll-up job
 moves them into the database. Each key's `last_used_at` is written at most once a minute across
 all processes (a Redis SET NX guards it), by the flusher, never by the request.
 Without Redis (the embedded default) the counters are flushed into an in-process store instead.
+A rejection's detail (what it refused: an origin, a user agent...) is request text an attacker
+chooses, so it is cleaned and cut to length, and each key counts at most DETAILS_PER_KEY_MINUTE
+distinct ones a minute in a process; the rest are counted under OTHER_DETAIL.
 The store's format and the local store live in keys/usage_store.py, which the roll-up reads.
 """
 
@@ -22,12 +25,15 @@ from django.db import close_old_connections
 # The store's contract (key and field formats, the local store) belongs to keys, whose roll-up reads it.
 from keys.usage_store import (
     ALLOWED,
+    DETAILS_PER_KEY_MINUTE,
     LAST_USED_INTERVAL,
+    OTHER_DETAIL,
     REJECTED,
     UPSTREAM_ERROR,
     USAGE_RETENTION_SECONDS,
     LocalUsageStore,
     local_store,
+    usage_detail,
     usage_field,
     usage_key,
 )
@@ -52,12 +58,12 @@ class RedisUsageStore:
         self._client = get_redis_connection("default")
 
     def add(
-        self, counts: dict[tuple[int, str, str, str], int], used_key_ids: set[str], now: float
+        self, counts: dict[tuple[int, str, str, str, str], int], used_key_ids: set[str], now: float
     ) -> list[str]:
         pipe = self._client.pipeline(transaction=False)
-        for (minute, key_id, outcome, code), count in counts.items():
+        for (minute, key_id, outcome, code, detail), count in counts.items():
             name = usage_key(minute)
-            pipe.hincrby(name, usage_field(key_id, outcome, code), count)
+            pipe.hincrby(name, usage_field(key_id, outcome, code, detail), count)
             pipe.expire(name, USAGE_RETENTION_SECONDS)
         ordered = sorted(used_key_ids)
         for key_id in ordered:
@@ -74,14 +80,37 @@ class UsageCounter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.flush_failures = 0
+        # The (code, detail) pairs counted this minute, per key: what bounds the distinct details.
+        self._details_minute = 0
+        self._details: dict[str, set[tuple[str, str]]] = {}
 
-    def count(self, key_id: str, outcome: str, code: str = "") -> None:
-        """Count one request; costs a dictionary increment."""
+    def count(self, key_id: str, outcome: str, code: str = "", detail: str = "") -> None:
+        """Count one request; costs a dictionary increment (and, for a detail, a cleaning and a set
+        lookup)."""
         minute = int(time.time() // 60) * 60
-        with self._lock:
-            self._counts[(minute, key_id, outcome, code)] += 1
+        if detail:  # a rejection's: cleaned outside the lock, bounded under it
+            detail = usage_detail(detail)
+            with self._lock:
+                bucket = (minute, key_id, outcome, code, self._bounded(minute, key_id, code, detail))
+                self._counts[bucket] += 1
+        else:
+            with self._lock:
+                self._counts[(minute, key_id, outcome, code, "")] += 1
         if self._thread is None and settings.PROXY_USAGE_FLUSH_SECONDS > 0:
             self._start()
+
+    def _bounded(self, minute: int, key_id: str, code: str, detail: str) -> str:
+        """The detail, or OTHER_DETAIL once the key has counted its share of distinct ones this
+        minute (under the lock)."""
+        if minute != self._details_minute:
+            self._details_minute, self._details = minute, {}
+        seen = self._details.setdefault(key_id, set())
+        if (code, detail) in seen:
+            return detail
+        if len(seen) >= DETAILS_PER_KEY_MINUTE:
+            return OTHER_DETAIL
+        seen.add((code, detail))
+        return detail
 
     def _start(self) -> None:
         with self._lock:
@@ -107,7 +136,7 @@ class UsageCounter:
             return
         now = time.time()
         try:
-            due = self.store.add(counts, {key_id for (_, key_id, _, _) in counts}, now)
+            due = self.store.add(counts, {key_id for (_, key_id, *_) in counts}, now)
         except Exception:  # noqa: BLE001 - keep the counts and try again next time
             self.flush_failures += 1
             logger.warning("usage flush failed; will retry", exc_info=True)
@@ -135,6 +164,7 @@ class UsageCounter:
         """Forget what has not been flushed yet (tests start from zero)."""
         with self._lock:
             self._counts.clear()
+            self._details.clear()
 
     def pending(self) -> dict:
         with self._lock:

@@ -166,9 +166,10 @@ def test_two_expire_runs_at_once_write_one_event_per_key(tenant, loopback_upstre
 # --- Rolling usage up ----------------------------------------------------------------------------
 
 
-def _local_store_with(counts: dict[tuple[int, str, str, str], int]) -> LocalUsageStore:
+def _local_store_with(counts: dict[tuple, int]) -> LocalUsageStore:
+    """A store holding `counts`, keyed (minute, key_id, outcome, code[, detail])."""
     store = LocalUsageStore()
-    store.add(counts, set(), time.time())
+    store.add({(*bucket, "")[:5]: count for bucket, count in counts.items()}, set(), time.time())
     return store
 
 
@@ -201,7 +202,7 @@ def test_roll_up_adds_complete_minutes_into_hourly_records_by_outcome_and_code(a
 def test_roll_up_adds_counts_that_arrive_after_a_minute_was_rolled_up(api_key):
     store = _local_store_with({(PAST_HOUR, api_key.key_id, "allowed", ""): 4})
     jobs.usage_roll_up(source=store)
-    store.add({(PAST_HOUR, api_key.key_id, "allowed", ""): 1}, set(), time.time())  # a late flush
+    store.add({(PAST_HOUR, api_key.key_id, "allowed", "", ""): 1}, set(), time.time())  # a late flush
     assert jobs.usage_roll_up(source=store) == 1
     assert UsageRecord.objects.get(api_key=api_key).count == 5
 
@@ -218,6 +219,72 @@ def test_roll_up_skips_counters_of_unknown_keys_and_malformed_fields(api_key):
     )
     assert jobs.usage_roll_up(source=store) == 2
     assert UsageRecord.objects.get().count == 2
+
+
+def _details(api_key) -> dict[tuple[str, str], int]:
+    return {
+        (row.code, row.detail): row.count
+        for row in UsageRecord.objects.filter(api_key=api_key, outcome="rejected")
+    }
+
+
+def test_roll_up_keeps_details_apart_and_reads_fields_from_before_details(api_key):
+    key = api_key.key_id
+    store = LocalUsageStore()
+    store.minutes[PAST_HOUR].update(
+        {
+            usage_field(key, "rejected", "origin_not_allowed", "https://a.example"): 2,
+            usage_field(key, "rejected", "origin_not_allowed", "https://b|c.example"): 1,
+            f"{key}|rejected|origin_not_allowed": 3,  # flushed by a process from before details
+        }
+    )
+    store.minutes[PAST_HOUR + 60][usage_field(key, "rejected", "origin_not_allowed", "https://a.example")] = 4
+    assert jobs.usage_roll_up(source=store) == 10
+    assert _details(api_key) == {
+        ("origin_not_allowed", "https://a.example"): 6,
+        ("origin_not_allowed", "https://b|c.example"): 1,
+        ("origin_not_allowed", ""): 3,
+    }
+
+
+def test_roll_up_cleans_details_the_store_holds(api_key):
+    store = LocalUsageStore()
+    store.minutes[PAST_HOUR].update(
+        {
+            usage_field(api_key.key_id, "rejected", "user_agent_not_allowed", "nul\x00\u202e"): 1,
+            usage_field(api_key.key_id, "rejected", "user_agent_not_allowed", "u" * 300): 1,
+        }
+    )
+    assert jobs.usage_roll_up(source=store) == 2
+    assert _details(api_key) == {
+        ("user_agent_not_allowed", "nul\ufffd\ufffd"): 1,
+        ("user_agent_not_allowed", "u" * (usage_store.DETAIL_MAX_CHARS - 1) + "\u2026"): 1,
+    }
+
+
+def test_roll_up_bounds_distinct_details_per_key_and_hour_most_frequent_first(api_key, monkeypatch):
+    monkeypatch.setattr(jobs, "USAGE_DETAILS_PER_KEY_HOUR", 3)
+    key, other = api_key.key_id, usage_store.OTHER_DETAIL
+    store = LocalUsageStore()
+    store.minutes[PAST_HOUR].update(
+        {usage_field(key, "rejected", "ip_not_allowed", f"10.0.0.{n}"): n for n in (1, 2)}
+    )
+    jobs.usage_roll_up(source=store)
+    store.minutes[PAST_HOUR + 60].update(
+        {usage_field(key, "rejected", "ip_not_allowed", f"10.0.0.{n}"): n for n in (1, 3, 4, 5)}
+    )
+    store.minutes[PAST_HOUR + 60][usage_field(key, "rejected", "ip_not_allowed", other)] = 10
+    store.minutes[PAST_HOUR + HOUR][usage_field(key, "rejected", "ip_not_allowed", "10.0.0.4")] = 1
+    jobs.usage_roll_up(source=store)
+    hour = datetime.fromtimestamp(PAST_HOUR, UTC)
+    in_hour = {
+        row.detail: row.count
+        for row in UsageRecord.objects.filter(api_key=api_key, hour=hour, code="ip_not_allowed")
+    }
+    # 10.0.0.1 and .2 were recorded; of the new ones only the most frequent (.5) fits; the next hour
+    # starts afresh.
+    assert in_hour == {"10.0.0.1": 2, "10.0.0.2": 2, "10.0.0.5": 5, other: 10 + 3 + 4}
+    assert UsageRecord.objects.get(api_key=api_key, hour=hour + timedelta(hours=1)).detail == "10.0.0.4"
 
 
 def test_the_embedded_roll_up_reads_the_store_the_proxy_flushes_into(settings):

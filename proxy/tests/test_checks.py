@@ -264,3 +264,68 @@ def test_json_rpc_method_allowlist_single_and_batch(body, expected):
     assert code(rejection) == expected
     if rejection:
         assert rejection.status == (403 if expected == "rpc_method_not_allowed" else 400)
+
+
+def _ip_and_agent_key(**fields) -> KeyPolicy:
+    import ipaddress
+
+    from proxy.policy import _user_agent_pattern
+
+    return make_key(
+        networks=(ipaddress.ip_network("203.0.113.0/24"),),
+        user_agents=(_user_agent_pattern("MyApp/*"),),
+        http_methods=frozenset({"GET"}),
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    "rejection, detail",
+    [
+        (
+            lambda: checks.check_upstream_allowed(make_key(upstreams=frozenset()), make_upstream()),
+            "api",
+        ),
+        (
+            lambda: checks.check_origin(make_key(origins=ORIGINS), facts(origin="https://evil|x.test"), None),
+            "https://evil|x.test",
+        ),
+        (lambda: checks.check_client(_ip_and_agent_key(), facts(client_ip="198.51.100.1")), "198.51.100.1"),
+        (lambda: checks.check_client(_ip_and_agent_key(), facts(user_agent="curl/8")), "curl/8"),
+        (
+            lambda: checks.check_client(_ip_and_agent_key(), facts(user_agent="MyApp/1", method="PATCH")),
+            "PATCH",
+        ),
+        (
+            lambda: checks.check_rpc_methods(
+                make_key(rpc_methods=frozenset({"ok"})),
+                b'[{"method":"ok"},{"method":"a"},{"method":"b"},{"method":"a"}]',
+            ),
+            "a, b",
+        ),
+        (
+            lambda: checks.check_rpc_methods(
+                make_key(rpc_methods=frozenset({"ok"})),
+                ("[" + ",".join(f'{{"method":"m{n}"}}' for n in range(50)) + "]").encode(),
+            ),
+            ", ".join(f"m{n}" for n in range(checks.RPC_DETAIL_METHODS)),
+        ),
+    ],
+    ids=["upstream", "origin", "ip", "user-agent", "http-method", "rpc-batch", "rpc-many"],
+)
+def test_allowlist_rejections_say_what_they_refused(rejection, detail):
+    assert rejection().detail == detail
+
+
+@pytest.mark.parametrize(
+    "rejection",
+    [
+        lambda: checks.check_key(None, "pk_x", NOW),
+        lambda: checks.check_origin(make_key(origins=ORIGINS), facts(origin=None), None),
+        lambda: checks.check_credentials(make_key(secret_required=True), facts(), no_tokens)[0],
+        lambda: checks.check_rpc_methods(make_key(rpc_methods=frozenset({"ok"})), b"not json"),
+    ],
+    ids=["invalid-key", "origin-required", "secret-required", "invalid-rpc"],
+)
+def test_other_rejections_have_no_detail(rejection):
+    assert rejection().detail == ""
