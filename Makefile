@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench screenshots clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ $(JS_TESTS)/node_modules/.installed: $(JS_TESTS)/package.json $(JS_TESTS)/packag
 test: $(VENV)/.dev $(JS_DEPS)
 	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings_test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## screenshots: the README's pictures of the portal, taken by the browser tests (needs chromium)
+screenshots: $(VENV)/.dev
+	PORTAL_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q keys/tests/test_portal_e2e.py
 
 $(VENV)/.bench: bench/requirements.txt $(VENV)/.runtime
 	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
