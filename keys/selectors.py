@@ -67,6 +67,11 @@ def upstream_list_owned(*, tenant: Tenant) -> QuerySet[Upstream]:
     return Upstream.objects.filter(tenant=tenant)
 
 
+def upstream_get_owned(*, tenant: Tenant, slug: str) -> Upstream:
+    """One upstream the tenant may change (its own); raises Upstream.DoesNotExist otherwise."""
+    return upstream_list_owned(tenant=tenant).get(slug=slug)
+
+
 def api_key_list(*, tenant: Tenant, state: str | None = None, name: str | None = None) -> QuerySet[ApiKey]:
     keys = ApiKey.objects.filter(tenant=tenant).prefetch_related("upstreams")
     now = timezone.now()
@@ -157,6 +162,11 @@ def management_token_authenticate(*, token: str) -> ManagementToken | None:
 
 def management_token_list(*, tenant: Tenant) -> QuerySet[ManagementToken]:
     return ManagementToken.objects.filter(tenant=tenant)
+
+
+def management_token_get(*, tenant: Tenant, token_id: int) -> ManagementToken:
+    """One of the tenant's management tokens; raises ManagementToken.DoesNotExist otherwise."""
+    return management_token_list(tenant=tenant).get(pk=token_id)
 
 
 def audit_event_list(*, tenant: Tenant) -> QuerySet[AuditEvent]:

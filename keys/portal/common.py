@@ -3,11 +3,12 @@ the client address for the audit trail, and a service's ValidationError shown on
 
 from collections.abc import Callable
 from functools import wraps
+from typing import TypeVar
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from keys import selectors
@@ -15,6 +16,7 @@ from keys.models import Role
 from keys.request_ids import client_address
 
 TENANT_SESSION_KEY = "tenant"
+T = TypeVar("T")
 
 
 def page(request: HttpRequest, template: str, context: dict | None = None, status: int = 200) -> HttpResponse:
@@ -51,6 +53,14 @@ def tenant_view(minimum: str = Role.VIEWER) -> Callable:
         return wrapper
 
     return decorate
+
+
+def or_404(lookup: Callable[..., T], **kwargs) -> T:
+    """What a selector finds, or the 404 page: another tenant's object is not found, like a missing one."""
+    try:
+        return lookup(**kwargs)
+    except ObjectDoesNotExist as exc:
+        raise Http404 from exc
 
 
 def can(request: HttpRequest, minimum: str) -> bool:

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
@@ -18,25 +18,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_ratelimit.core import is_ratelimited
 
 from keys import selectors, services
-from keys.models import Invitation, Membership, Role
-from keys.portal.common import TENANT_SESSION_KEY, can, client_ip, page, tenant_view
+from keys.models import Invitation, Role
+from keys.portal.common import TENANT_SESSION_KEY, can, client_ip, or_404, page, tenant_view
 from keys.portal.member_forms import InvitationForm, MemberRoleForm
 
 logger = logging.getLogger(__name__)
-
-
-def _membership_or_404(request: HttpRequest, membership_id: int) -> Membership:
-    try:
-        return selectors.membership_get_by_id(tenant=request.tenant, membership_id=membership_id)
-    except Membership.DoesNotExist as exc:
-        raise Http404("No such member.") from exc
-
-
-def _invitation_or_404(request: HttpRequest, invitation_id: int) -> Invitation:
-    try:
-        return selectors.invitation_get(tenant=request.tenant, invitation_id=invitation_id)
-    except Invitation.DoesNotExist as exc:
-        raise Http404("No such invitation.") from exc
 
 
 def _may_manage(request: HttpRequest, role: str) -> bool:
@@ -120,7 +106,7 @@ def member_invite(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
 def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
-    membership = _membership_or_404(request, membership_id)
+    membership = or_404(selectors.membership_get_by_id, tenant=request.tenant, membership_id=membership_id)
     actor_role = request.membership.role
     form = MemberRoleForm(request.POST or None, actor_role=actor_role, current_role=membership.role)
     if request.method == "POST" and form.is_valid():
@@ -143,7 +129,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
 @tenant_view(Role.ADMIN)
 def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
     """GET asks for confirmation; only POST removes."""
-    membership = _membership_or_404(request, membership_id)
+    membership = or_404(selectors.membership_get_by_id, tenant=request.tenant, membership_id=membership_id)
     context: dict = {"member": membership, "is_self": membership.user_id == request.user.pk}
     if request.method == "POST":
         try:
@@ -164,7 +150,7 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
 @require_POST
 @tenant_view(Role.ADMIN)
 def member_invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
-    invitation = _invitation_or_404(request, invitation_id)
+    invitation = or_404(selectors.invitation_get, tenant=request.tenant, invitation_id=invitation_id)
     try:
         services.invitation_revoke(
             invitation=invitation,

@@ -3,23 +3,16 @@ revoke them. A new token is shown once, in the answer that creates it; only its 
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from keys import selectors, services
-from keys.models import ManagementToken, Role
+from keys.models import Role
 from keys.portal.admin_forms import ManagementTokenCreateForm
-from keys.portal.common import page, tenant_view
-
-
-def _token_or_404(request: HttpRequest, token_id: int) -> ManagementToken:
-    try:
-        return selectors.management_token_list(tenant=request.tenant).get(pk=token_id)
-    except ManagementToken.DoesNotExist as exc:
-        raise Http404("No such token.") from exc
+from keys.portal.common import or_404, page, tenant_view
 
 
 def _api_url(request: HttpRequest) -> str:
@@ -58,7 +51,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 @tenant_view(Role.ADMIN)
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """GET asks for confirmation; only POST revokes."""
-    token = _token_or_404(request, token_id)
+    token = or_404(selectors.management_token_get, tenant=request.tenant, token_id=token_id)
     if request.method == "POST":
         services.management_token_revoke(token=token, actor=request.user)
         messages.success(request, f"The token {token.name} (…{token.hint}) is revoked.")

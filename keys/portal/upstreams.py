@@ -7,31 +7,15 @@ another tenant's upstream does. A credential is write-only: no page renders it, 
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods
 
 from keys import selectors, services, validators
-from keys.models import Role, Upstream
+from keys.models import Role
 from keys.portal.admin_forms import UpstreamEditForm, UpstreamForm
-from keys.portal.common import can, page, tenant_view
-
-
-def _upstream_or_404(request: HttpRequest, slug: str) -> Upstream:
-    """One the tenant may use: its own or a global one."""
-    try:
-        return selectors.upstream_get(tenant=request.tenant, slug=slug)
-    except Upstream.DoesNotExist as exc:
-        raise Http404("No such upstream.") from exc
-
-
-def _owned_upstream_or_404(request: HttpRequest, slug: str) -> Upstream:
-    """One the tenant may change: its own (a global or another tenant's upstream is not found)."""
-    try:
-        return selectors.upstream_list_owned(tenant=request.tenant).get(slug=slug)
-    except Upstream.DoesNotExist as exc:
-        raise Http404("No such upstream of yours.") from exc
+from keys.portal.common import can, or_404, page, tenant_view
 
 
 @require_GET
@@ -49,7 +33,7 @@ def upstream_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @tenant_view(Role.VIEWER)
 def upstream_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    upstream = _upstream_or_404(request, slug)
+    upstream = or_404(selectors.upstream_get, tenant=request.tenant, slug=slug)
     can_manage = can(request, Role.ADMIN) and upstream.tenant_id == request.tenant.pk
     return page(request, "portal/upstream_detail.html", {"upstream": upstream, "can_manage": can_manage})
 
@@ -81,7 +65,7 @@ def upstream_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
 def upstream_edit(request: HttpRequest, slug: str) -> HttpResponse:
-    upstream = _owned_upstream_or_404(request, slug)
+    upstream = or_404(selectors.upstream_get_owned, tenant=request.tenant, slug=slug)
     form = UpstreamEditForm(request.POST if request.method == "POST" else None, upstream=upstream)
     if request.method == "POST" and form.is_valid():
         try:
@@ -106,7 +90,7 @@ def upstream_edit(request: HttpRequest, slug: str) -> HttpResponse:
 @tenant_view(Role.ADMIN)
 def upstream_delete(request: HttpRequest, slug: str) -> HttpResponse:
     """GET asks for confirmation; only POST deletes."""
-    upstream = _owned_upstream_or_404(request, slug)
+    upstream = or_404(selectors.upstream_get_owned, tenant=request.tenant, slug=slug)
     if request.method == "POST":
         services.upstream_delete(upstream=upstream, actor=request.user)
         messages.success(request, f"The upstream {slug} is deleted.")

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET
 
 from keys import crypto, selectors
 from keys.models import ApiKey, Role
-from keys.portal.common import can, page, tenant_view
+from keys.portal.common import can, or_404, page, tenant_view
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,7 @@ def _key_or_none(request: HttpRequest) -> ApiKey | None:
     # A malformed id never reaches the database (PostgreSQL refuses NUL characters, for one).
     if not crypto.well_formed(key_id, crypto.KEY_ID_PREFIX):
         raise Http404("No such key.")
-    try:
-        return selectors.api_key_get(tenant=request.tenant, key_id=key_id)
-    except ApiKey.DoesNotExist as exc:
-        raise Http404("No such key.") from exc
+    return or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
 
 
 def _window(span: Span, now: datetime) -> tuple[list[datetime], datetime]:

@@ -17,7 +17,7 @@ from django_ratelimit.core import is_ratelimited
 
 from keys import selectors, services
 from keys.models import ApiKey, Role, Tenant
-from keys.portal.common import TENANT_SESSION_KEY, can, client_ip, page, tenant_view
+from keys.portal.common import TENANT_SESSION_KEY, can, client_ip, or_404, page, tenant_view
 from keys.portal.forms import (
     ApiKeyCreateForm,
     ApiKeyEditForm,
@@ -27,13 +27,6 @@ from keys.portal.forms import (
 )
 
 User = get_user_model()
-
-
-def _key_or_404(request: HttpRequest, key_id: str) -> ApiKey:
-    try:
-        return selectors.api_key_get(tenant=request.tenant, key_id=key_id)
-    except ApiKey.DoesNotExist as exc:
-        raise Http404("No such key.") from exc
 
 
 # --- Accounts ---------------------------------------------------------------------------------------
@@ -168,7 +161,7 @@ def _snippet_context(request: HttpRequest, api_key: ApiKey) -> dict:
 @require_GET
 @tenant_view()
 def key_detail(request: HttpRequest, key_id: str) -> HttpResponse:
-    api_key = _key_or_404(request, key_id)
+    api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     context = {"key": api_key, "can_manage": can(request, Role.DEVELOPER)}
     context.update(_snippet_context(request, api_key))
     return page(request, "portal/key_detail.html", context)
@@ -178,7 +171,7 @@ def key_detail(request: HttpRequest, key_id: str) -> HttpResponse:
 @tenant_view(Role.DEVELOPER)
 def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
     """GET asks for confirmation; only POST revokes."""
-    api_key = _key_or_404(request, key_id)
+    api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     if request.method == "POST":
         services.api_key_revoke(api_key=api_key, actor=request.user, ip_address=client_ip(request))
         messages.success(request, f"The key {api_key.name} is revoked.")
@@ -189,7 +182,7 @@ def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.DEVELOPER)
 def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
-    api_key = _key_or_404(request, key_id)
+    api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     if api_key.state == "revoked":
         return page(request, "portal/key_edit.html", {"key": api_key, "form": None})
     data = request.POST if request.method == "POST" else None
@@ -218,7 +211,7 @@ def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
 @tenant_view(Role.DEVELOPER)
 def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
     """GET asks for confirmation and a grace period; only POST rotates."""
-    api_key = _key_or_404(request, key_id)
+    api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     if api_key.state == "revoked":
         return page(request, "portal/key_rotate.html", {"key": api_key, "form": None})
     form = ApiKeyRotateForm(request.POST if request.method == "POST" else None)
