@@ -2,10 +2,11 @@
 
 import unicodedata
 
-from django import forms
-from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import PasswordResetForm
 from django.core.exceptions import ValidationError
+
+from keys.portal.forms import NewPasswordForm, account_exists
 
 User = get_user_model()
 
@@ -36,17 +37,8 @@ class RateLimitedPasswordResetForm(PasswordResetForm):
         return (user for user in users if _same_email(email, getattr(user, email_field) or ""))
 
 
-class InvitationSignupForm(forms.Form):
+class InvitationSignupForm(NewPasswordForm):
     """A new account for the invited e-mail address, which is fixed: only the password is chosen."""
-
-    password1 = forms.CharField(
-        label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
-    )
-    password2 = forms.CharField(
-        label="Password again",
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-    )
 
     def __init__(self, *args, email: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -54,22 +46,10 @@ class InvitationSignupForm(forms.Form):
 
     def clean(self) -> dict:
         cleaned = super().clean()
-        if (
-            User.objects.filter(email__iexact=self.email).exists()
-            or User.objects.filter(username__iexact=self.email).exists()
-        ):
+        if account_exists(self.email):
             raise ValidationError(
                 "An account with this e-mail already exists: log in to accept the invitation.",
                 code="account_exists",
             )
-        password1, password2 = cleaned.get("password1"), cleaned.get("password2")
-        if password1 and password2 and password1 != password2:
-            self.add_error("password2", "The two passwords differ.")
-        elif password2:
-            try:
-                password_validation.validate_password(
-                    password2, User(username=self.email.lower(), email=self.email)
-                )
-            except ValidationError as exc:
-                self.add_error("password2", exc)
+        self.check_new_password(self.email)
         return cleaned

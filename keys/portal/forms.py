@@ -14,8 +14,17 @@ from keys.portal.common import add_service_errors
 User = get_user_model()
 
 
-class SignupForm(forms.Form):
-    email = forms.EmailField(max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+def account_exists(email: str) -> bool:
+    """Whether someone already signs in with this e-mail (as their e-mail or their username)."""
+    return (
+        User.objects.filter(email__iexact=email).exists()
+        or User.objects.filter(username__iexact=email).exists()
+    )
+
+
+class NewPasswordForm(forms.Form):
+    """A new account's password, typed twice and checked by the project's password validators."""
+
     password1 = forms.CharField(
         label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
     )
@@ -24,14 +33,27 @@ class SignupForm(forms.Form):
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
+
+    def check_new_password(self, email: str) -> None:
+        password1, password2 = self.cleaned_data.get("password1"), self.cleaned_data.get("password2")
+        if password1 and password2 and password1 != password2:
+            self.add_error("password2", "The two passwords differ.")
+        elif password2:
+            try:
+                password_validation.validate_password(password2, User(username=email.lower(), email=email))
+            except ValidationError as exc:
+                self.add_error("password2", exc)
+
+
+class SignupForm(NewPasswordForm):
+    email = forms.EmailField(max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
     organisation = forms.CharField(label="Organisation name", max_length=200)
+
+    field_order = ["email", "password1", "password2", "organisation"]
 
     def clean_email(self) -> str:
         email = User.objects.normalize_email(self.cleaned_data["email"].strip())
-        if (
-            User.objects.filter(email__iexact=email).exists()
-            or User.objects.filter(username__iexact=email).exists()
-        ):
+        if account_exists(email):
             raise ValidationError("An account with this e-mail already exists. Log in instead.")
         return email
 
@@ -43,15 +65,7 @@ class SignupForm(forms.Form):
 
     def clean(self) -> dict:
         cleaned = super().clean()
-        password1, password2 = cleaned.get("password1"), cleaned.get("password2")
-        if password1 and password2 and password1 != password2:
-            self.add_error("password2", "The two passwords differ.")
-        elif password2:
-            email = cleaned.get("email") or ""
-            try:
-                password_validation.validate_password(password2, User(username=email.lower(), email=email))
-            except ValidationError as exc:
-                self.add_error("password2", exc)
+        self.check_new_password(cleaned.get("email") or "")
         return cleaned
 
 
