@@ -268,6 +268,7 @@ def upstream_create(
     allow_private_network: bool = False,
     actor: Actor = None,
     actor_is_staff: bool = False,
+    ip_address: str | None = None,
     resolve: validators.Resolver = validators.resolve_host,
 ) -> Upstream:
     """A tenant's own upstream, or a global one (tenant None) made by staff. Refuses private addresses
@@ -295,6 +296,7 @@ def upstream_create(
         tenant=tenant,
         actor=actor,
         target=upstream,
+        ip_address=ip_address,
         data={"base_url": upstream.base_url, "auth_type": upstream.auth_type},
     )
     return upstream
@@ -308,6 +310,7 @@ def upstream_update(
     actor_is_staff: bool = False,
     auth_value: str | None = None,
     allow_private_network: bool | None = None,
+    ip_address: str | None = None,
     resolve: validators.Resolver = validators.resolve_host,
     **fields: object,
 ) -> Upstream:
@@ -333,14 +336,17 @@ def upstream_update(
         tenant=upstream.tenant,
         actor=actor,
         target=upstream,
+        ip_address=ip_address,
         data={"fields": changed},
     )
     return upstream
 
 
 @transaction.atomic
-def upstream_delete(*, upstream: Upstream, actor: Actor = None) -> None:
-    audit_record(action="upstream.deleted", tenant=upstream.tenant, actor=actor, target=upstream)
+def upstream_delete(*, upstream: Upstream, actor: Actor = None, ip_address: str | None = None) -> None:
+    audit_record(
+        action="upstream.deleted", tenant=upstream.tenant, actor=actor, target=upstream, ip_address=ip_address
+    )
     upstream.delete()
 
 
@@ -531,7 +537,7 @@ def access_token_revoke(*, token: AccessToken, actor: Actor = None) -> AccessTok
 
 @transaction.atomic
 def management_token_create(
-    *, tenant: Tenant, name: str = "default", actor: Actor = None
+    *, tenant: Tenant, name: str = "default", actor: Actor = None, ip_address: str | None = None
 ) -> tuple[ManagementToken, str]:
     """A token for the management API, scoped to one tenant. Returns the row and its clear value, once."""
     clear = crypto.new_management_token()
@@ -545,7 +551,12 @@ def management_token_create(
     token.full_clean()
     token.save()
     audit_record(
-        action="management_token.created", tenant=tenant, actor=actor, target=token, data={"name": name}
+        action="management_token.created",
+        tenant=tenant,
+        actor=actor,
+        target=token,
+        ip_address=ip_address,
+        data={"name": name},
     )
     return token, clear
 
@@ -568,11 +579,19 @@ def management_token_mark_used(*, token: ManagementToken, now: datetime | None =
 
 
 @transaction.atomic
-def management_token_revoke(*, token: ManagementToken, actor: Actor = None) -> ManagementToken:
+def management_token_revoke(
+    *, token: ManagementToken, actor: Actor = None, ip_address: str | None = None
+) -> ManagementToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
-        audit_record(action="management_token.revoked", tenant=token.tenant, actor=actor, target=token)
+        audit_record(
+            action="management_token.revoked",
+            tenant=token.tenant,
+            actor=actor,
+            target=token,
+            ip_address=ip_address,
+        )
     return token
 
 

@@ -193,7 +193,11 @@ class UpstreamViewSet(TenantScoped, viewsets.ViewSet):
     def create(self, request: Request) -> Response:
         fields = self.valid(s.UpstreamSerializer, request.data)
         upstream = services.upstream_create(
-            tenant=self.access.tenant, actor=self.access.actor, actor_is_staff=False, **fields
+            tenant=self.access.tenant,
+            actor=self.access.actor,
+            actor_is_staff=False,
+            ip_address=client_address(request),
+            **fields,
         )
         return Response(s.UpstreamSerializer(upstream).data, status=status.HTTP_201_CREATED)
 
@@ -211,6 +215,7 @@ class UpstreamViewSet(TenantScoped, viewsets.ViewSet):
             upstream=upstream,
             actor=self.access.actor,
             actor_is_staff=False,
+            ip_address=client_address(request),
             auth_value=fields.pop("auth_value", None),
             **fields,
         )
@@ -218,7 +223,11 @@ class UpstreamViewSet(TenantScoped, viewsets.ViewSet):
 
     @extend_schema(responses={204: None}, summary="Delete an own upstream")
     def destroy(self, request: Request, slug: str) -> Response:
-        services.upstream_delete(upstream=self.get_upstream(owned=True), actor=self.access.actor)
+        services.upstream_delete(
+            upstream=self.get_upstream(owned=True),
+            actor=self.access.actor,
+            ip_address=client_address(request),
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -253,7 +262,7 @@ class ManagementTokenViewSet(TenantScoped, viewsets.ViewSet):
     def create(self, request: Request) -> Response:
         fields = self.valid(s.ManagementTokenCreateSerializer, request.data)
         token, clear = services.management_token_create(
-            tenant=self.access.tenant, actor=self.access.actor, **fields
+            tenant=self.access.tenant, actor=self.access.actor, ip_address=client_address(request), **fields
         )
         data = s.ManagementTokenCreatedSerializer(token, context={"token": clear}).data
         return Response(data, status=status.HTTP_201_CREATED, headers=NO_STORE)
@@ -272,7 +281,9 @@ class ManagementTokenViewSet(TenantScoped, viewsets.ViewSet):
         summary="Revoke a management token",
     )
     def destroy(self, request: Request, id: str) -> Response:
-        services.management_token_revoke(token=self.get_token(), actor=self.access.actor)
+        services.management_token_revoke(
+            token=self.get_token(), actor=self.access.actor, ip_address=client_address(request)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from keys import selectors, services
 from keys.models import Role
 from keys.portal.admin_forms import ManagementTokenCreateForm
-from keys.portal.common import or_404, page, tenant_view
+from keys.portal.common import client_ip, or_404, page, tenant_view
 
 
 def _api_url(request: HttpRequest) -> str:
@@ -34,7 +34,10 @@ def token_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             token, clear = services.management_token_create(
-                tenant=request.tenant, name=form.cleaned_data["name"], actor=request.user
+                tenant=request.tenant,
+                name=form.cleaned_data["name"],
+                actor=request.user,
+                ip_address=client_ip(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
@@ -53,7 +56,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """GET asks for confirmation; only POST revokes."""
     token = or_404(selectors.management_token_get, tenant=request.tenant, token_id=token_id)
     if request.method == "POST":
-        services.management_token_revoke(token=token, actor=request.user)
+        services.management_token_revoke(token=token, actor=request.user, ip_address=client_ip(request))
         messages.success(request, f"The token {token.name} (…{token.hint}) is revoked.")
         return redirect("portal:token_list")
     return page(request, "portal/token_revoke.html", {"token": token})

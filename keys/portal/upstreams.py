@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from keys import selectors, services, validators
 from keys.models import Role
 from keys.portal.admin_forms import UpstreamEditForm, UpstreamForm
-from keys.portal.common import can, or_404, page, tenant_view
+from keys.portal.common import can, client_ip, or_404, page, tenant_view
 
 
 @require_GET
@@ -50,6 +50,7 @@ def upstream_create(request: HttpRequest) -> HttpResponse:
                 auth_value=form.cleaned_data["auth_value"],
                 actor=request.user,
                 actor_is_staff=False,
+                ip_address=client_ip(request),
                 # Looked up at call time, so tests can stand in for DNS.
                 resolve=validators.resolve_host,
                 **form.service_fields(),
@@ -74,6 +75,7 @@ def upstream_edit(request: HttpRequest, slug: str) -> HttpResponse:
                 auth_value=form.credential(),
                 actor=request.user,
                 actor_is_staff=False,
+                ip_address=client_ip(request),
                 resolve=validators.resolve_host,
                 **form.service_fields(),
             )
@@ -92,7 +94,7 @@ def upstream_delete(request: HttpRequest, slug: str) -> HttpResponse:
     """GET asks for confirmation; only POST deletes."""
     upstream = or_404(selectors.upstream_get_owned, tenant=request.tenant, slug=slug)
     if request.method == "POST":
-        services.upstream_delete(upstream=upstream, actor=request.user)
+        services.upstream_delete(upstream=upstream, actor=request.user, ip_address=client_ip(request))
         messages.success(request, f"The upstream {slug} is deleted.")
         return redirect("portal:upstream_list")
     keys = list(selectors.api_key_list(tenant=request.tenant).filter(upstreams=upstream))
