@@ -30,9 +30,11 @@ def preflight(key: KeyPolicy, origin: str, requested_headers: str, headers: dict
     """204 with the CORS grant for an allowed origin; otherwise an error without any grant."""
     if not cors.cors_allowed(key, origin):
         rejection = checks.reject(
-            "origin_not_allowed", f"Origin {origin} is not allowed for key {key.key_id}."
+            "origin_not_allowed", f"Origin {origin} is not allowed for key {key.key_id}.", detail=origin
         )
-        return refuse(rejection, headers, key_id=None)
+        # Counted: for a browser's preflighted call (a JSON POST, say) this is all the proxy ever sees,
+        # and the tenant's rejection table is where they learn which origin to add.
+        return refuse(rejection, headers, key_id=key.key_id)
     return HttpResponse(
         status=204, headers={**headers, **cors.preflight_headers(key, origin, requested_headers)}
     )

@@ -277,9 +277,9 @@ def test_browser_reads_the_proxy_only_from_the_keys_allowed_origin(
     key = ApiKey.objects.get(key_id=key_id)
     assert (key.name, key.tenant_id, key.allowed_origins) == ("web app", acme.pk, [allowed.origin])
     roll_up_usage()
-    # The other origin's simple GET reached the proxy, which refused it; its refused preflight counts
-    # no request (the browser never sent the POST).
-    assert usage_counts(key) == {("allowed", ""): 2, ("rejected", "origin_not_allowed"): 1}
+    # The other origin's simple GET reached the proxy, which refused it, and so did the preflight of its
+    # POST (the browser never sent the POST itself): two rejections, both naming that origin.
+    assert usage_counts(key) == {("allowed", ""): 2, ("rejected", "origin_not_allowed"): 2}
 
 
 # --- Rotate and revoke --------------------------------------------------------------------------------

@@ -64,11 +64,10 @@ def proxy(site, pool):
     """Call the proxy and return the error code it answered: proxy(key, method=..., headers=..., body=...)."""
 
     def call(key, *, method="GET", headers=None, body=None, upstream="echo") -> str:
-        response = pool.request(
-            method, f"{site.url}/proxy/{upstream}/{key.key_id}/", headers=headers, body=body, redirect=False
-        )
+        response = pool.request(method, call.url(key, upstream), headers=headers, body=body, redirect=False)
         return json.loads(response.data)["error"]["code"]
 
+    call.url = lambda key, upstream="echo": f"{site.url}/proxy/{upstream}/{key.key_id}/"
     return call
 
 
@@ -129,6 +128,21 @@ def test_refused_origin_is_recorded_with_the_origin(proxy, make_key, tenant):
         (key.key_id, "origin_not_allowed", "https://evil.example", 2),
         (key.key_id, "origin_not_allowed", "https://other.example:8443", 1),
     }
+
+
+def test_refused_preflight_is_recorded_with_the_origin_and_an_allowed_one_is_not(proxy, make_key, tenant):
+    # A browser's JSON POST from a wrong origin stops at its preflight: that is all the proxy sees.
+    key = make_key(allowed_origins=[APP])
+    asks = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    assert (
+        proxy(key, method="OPTIONS", headers={**asks, "Origin": "https://evil.example"})
+        == "origin_not_allowed"
+    )
+    granted = urllib3.request("OPTIONS", proxy.url(key), headers={**asks, "Origin": APP}, retries=False)
+
+    assert granted.status == 204
+    assert rolled_up(key) == {("origin_not_allowed", "https://evil.example"): 1}
+    assert not UsageRecord.objects.filter(api_key=key, outcome="allowed").exists()
 
 
 def test_refused_http_method_is_recorded_with_the_method(proxy, make_key, tenant):
