@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from keys import crypto, selectors
+from keys import crypto, selectors, usage_store
 from keys.models import ApiKey, Role
 from keys.portal.common import can, or_404, page, tenant_view
 
@@ -211,6 +211,8 @@ def usage(request: HttpRequest) -> HttpResponse:
         hint, in_settings = FIX_HINTS.get(row["code"], ("", False))
         row["hint"] = hint
         row["fix_url"] = reverse("portal:key_edit", args=[row["key_id"]]) if in_settings and can_edit else ""
+        # Past a bound of distinct values a minute the proxy stops telling them apart (usage_store).
+        row["many_values"] = row["detail"] == usage_store.OTHER_DETAIL
     context = {
         "span": span,
         "spans": SPANS.values(),

@@ -1,12 +1,16 @@
-"""Fixtures the keys tests share: a stand-in for DNS (there is none here), tenants' own upstreams, and
-clients of the management API (a management token, portal sessions by role)."""
+"""Fixtures the keys tests share: a stand-in for DNS (there is none here), tenants' own upstreams, clients
+of the management API (a management token, portal sessions by role), portal pages' clients by role, and
+fresh rate limits."""
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.test import Client
 from rest_framework.test import APIClient
 
 from keys import services
+from keys.models import Membership
 
 PUBLIC_ADDRESS = "8.8.8.8"
 
@@ -99,3 +103,44 @@ def session_client(tenant, django_user_model):
         return client
 
     return make
+
+
+# --- The portal's pages ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def portal_client(tenant, django_user_model):
+    """A factory: a test client signed in to the portal as a new member of `tenant` with `role`; the
+    member is `client.user`."""
+
+    def make(role: str, *, tenant=tenant, enforce_csrf_checks: bool = False) -> Client:
+        name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
+        user = django_user_model.objects.create_user(username=name, email=name, password="pw")
+        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
+        client = Client(enforce_csrf_checks=enforce_csrf_checks)
+        client.force_login(user)
+        client.user = user
+        return client
+
+    return make
+
+
+# --- Rate limits -----------------------------------------------------------------------------------
+
+
+def clear_this_runs_cache() -> None:
+    """Empty the cache the rate limits count in."""
+    # django-redis deletes only this run's prefixed keys; a plain clear() would FLUSHDB all of Redis.
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("*")
+    else:
+        cache.clear()
+
+
+@pytest.fixture
+def fresh_rate_limits():
+    """No rate-limit counts before or after the test. Not autouse: with Redis it scans the keyspace, so
+    only modules that need it ask: `pytestmark = pytest.mark.usefixtures("fresh_rate_limits")`."""
+    clear_this_runs_cache()
+    yield
+    clear_this_runs_cache()

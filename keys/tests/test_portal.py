@@ -6,7 +6,6 @@ from datetime import UTC, timedelta
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -19,34 +18,7 @@ STRONG = "correct-horse-battery-staple-42"
 SECRET_RE = re.compile(r"sk_[0-9A-Za-z]{20,}")
 
 
-def _clear_this_runs_cache() -> None:
-    # django-redis deletes only this run's prefixed keys; a plain clear() would FLUSHDB all of Redis.
-    if hasattr(cache, "delete_pattern"):
-        cache.delete_pattern("*")
-    else:
-        cache.clear()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    _clear_this_runs_cache()
-    yield
-    _clear_this_runs_cache()
-
-
-@pytest.fixture
-def portal_client(tenant, django_user_model):
-    """A factory: a test client signed in as a new member of `tenant` with `role`."""
-
-    def make(role: str, *, tenant=tenant) -> Client:
-        name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
-        user = django_user_model.objects.create_user(username=name, email=name, password="pw")
-        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
 
 
 def signup_data(**overrides) -> dict:
@@ -275,10 +247,9 @@ def test_revoke_only_by_post(portal_client, api_key):
     assert AuditEvent.objects.filter(action="api_key.revoked").exists()
 
 
-def test_tenant_switcher_scopes_pages(portal_client, tenant, other_tenant, django_user_model):
+def test_tenant_switcher_scopes_pages(portal_client, tenant, other_tenant):
     client = portal_client(Role.DEVELOPER)
-    user = django_user_model.objects.get(username__startswith="developer")
-    services.membership_set(tenant=other_tenant, user=user, role=Role.VIEWER, actor="test")
+    services.membership_set(tenant=other_tenant, user=client.user, role=Role.VIEWER, actor="test")
     other_key, _ = services.api_key_create(tenant=other_tenant, name="theirs", actor="test")
     assert client.get(reverse("portal:key_detail", args=[other_key.key_id])).status_code == 404
     assert client.post(reverse("portal:tenant_switch"), {"tenant": other_tenant.slug}).status_code == 302
@@ -288,16 +259,13 @@ def test_tenant_switcher_scopes_pages(portal_client, tenant, other_tenant, djang
     assert client.post(reverse("portal:tenant_switch"), {"tenant": stranger.slug}).status_code == 404
 
 
-def test_csrf_is_enforced(tenant, django_user_model, api_key):
-    user = django_user_model.objects.create_user(username="d@x.example", email="d@x.example", password="pw")
-    services.membership_set(tenant=tenant, user=user, role=Role.DEVELOPER, actor="test")
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
+def test_csrf_is_enforced(portal_client, api_key):
+    client = portal_client(Role.DEVELOPER, enforce_csrf_checks=True)
     assert client.post(reverse("portal:key_create"), {"name": "x"}).status_code == 403
     assert client.post(reverse("portal:key_revoke", args=[api_key.key_id])).status_code == 403
     anonymous = Client(enforce_csrf_checks=True)
     assert anonymous.post(reverse("portal:signup"), signup_data()).status_code == 403
-    login = {"username": "d@x.example", "password": "pw"}
+    login = {"username": client.user.username, "password": "pw"}
     assert anonymous.post(reverse("portal:login"), login).status_code == 403
     assert ApiKey.objects.count() == 1 and not User.objects.filter(email="ada@lovelace.example").exists()
     # With the token from the form, the same post goes through.

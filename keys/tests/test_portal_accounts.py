@@ -6,7 +6,6 @@ import re
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -16,19 +15,7 @@ NEWER = "another-long-passphrase-of-ours-7"
 LINK_RE = re.compile(r"http://testserver(/portal/password-reset/[^/\s]+/[^/\s]+)")
 
 
-def _clear_this_runs_cache() -> None:
-    # django-redis deletes only this run's prefixed keys; a plain clear() would FLUSHDB all of Redis.
-    if hasattr(cache, "delete_pattern"):
-        cache.delete_pattern("*")
-    else:
-        cache.clear()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    _clear_this_runs_cache()
-    yield
-    _clear_this_runs_cache()
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
 
 
 def ask_reset(client: Client, email: str, **extra):

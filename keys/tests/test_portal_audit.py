@@ -5,30 +5,14 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from keys import services
-from keys.models import AuditEvent, AuthType, Membership, Role
+from keys.models import AuditEvent, AuthType, Role
 from keys.tests.conftest import PUBLIC_ADDRESS
 
 ROW_RE = re.compile(r"<tr>\s*<td><time datetime=")
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def portal_client(tenant, django_user_model):
-    """A factory: a test client signed in as a new member of `tenant` with `role`."""
-
-    def make(role: str, *, tenant=tenant) -> Client:
-        name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
-        user = django_user_model.objects.create_user(username=name, email=name, password="pw")
-        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
 
 
 @pytest.fixture

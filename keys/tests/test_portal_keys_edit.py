@@ -11,25 +11,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from keys import selectors, services
-from keys.models import ApiKey, AuditEvent, Membership, Role
+from keys.models import ApiKey, AuditEvent, Role
 
 User = get_user_model()
 SECRET_RE = re.compile(r"sk_[0-9A-Za-z]{20,}")
-
-
-@pytest.fixture
-def portal_client(tenant, django_user_model):
-    """A factory: a test client signed in as a new member of `tenant` with `role`."""
-
-    def make(role: str, *, tenant=tenant, enforce_csrf_checks: bool = False) -> Client:
-        name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
-        user = django_user_model.objects.create_user(username=name, email=name, password="pw")
-        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
-        client = Client(enforce_csrf_checks=enforce_csrf_checks)
-        client.force_login(user)
-        return client
-
-    return make
 
 
 def edit_data(**overrides) -> dict:

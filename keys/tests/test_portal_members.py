@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
@@ -25,40 +24,12 @@ TOKEN_RE = re.compile(r"iv_[0-9A-Za-z]{20,}")
 ACCEPT = "/portal/invitations/accept"
 
 
-def _clear_this_runs_cache() -> None:
-    # django-redis deletes only this run's prefixed keys; a plain clear() would FLUSHDB all of Redis.
-    if hasattr(cache, "delete_pattern"):
-        cache.delete_pattern("*")
-    else:
-        cache.clear()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    _clear_this_runs_cache()
-    yield
-    _clear_this_runs_cache()
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
 
 
 @pytest.fixture
-def signed_in(tenant, django_user_model):
-    """A factory: (client, user) for a new member of `tenant` with `role`, signed in to the portal."""
-
-    def make(role: str, *, tenant=tenant, csrf: bool = False) -> tuple[Client, object]:
-        name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
-        user = django_user_model.objects.create_user(username=name, email=name, password="pw")
-        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
-        client = Client(enforce_csrf_checks=csrf)
-        client.force_login(user)
-        client.session  # noqa: B018 - a session exists before any tenant switch
-        return client, user
-
-    return make
-
-
-@pytest.fixture
-def admin_client(signed_in):
-    return signed_in(Role.ADMIN)[0]
+def admin_client(portal_client):
+    return portal_client(Role.ADMIN)
 
 
 def invite(client: Client, email: str = "new@person.example", role: str = Role.DEVELOPER):
@@ -165,11 +136,12 @@ def test_existing_user_of_another_tenant_logs_in_accepts_and_can_switch(
 
 
 def test_signed_in_as_someone_else_is_told_to_use_the_invited_account(
-    admin_client, signed_in, tenant, other_tenant, mailoutbox
+    admin_client, portal_client, tenant, other_tenant, mailoutbox
 ):
     invite(admin_client, "carol@person.example")
     link, _ = link_in(mailoutbox[0])
-    stranger, user = signed_in(Role.OWNER, tenant=other_tenant)
+    stranger = portal_client(Role.OWNER, tenant=other_tenant)
+    user = stranger.user
     page = accept_page(stranger, link)
     text = page.content.decode()
     assert "this invitation is for carol@person.example" in text and "Log out" in text
@@ -376,8 +348,8 @@ def test_bad_invitation_shows_form_errors_and_creates_nothing(admin_client, tena
     assert Invitation.objects.count() == 0 and mailoutbox == []
 
 
-def test_admin_may_not_invite_an_owner_but_an_owner_may(signed_in, tenant, mailoutbox):
-    admin, _ = signed_in(Role.ADMIN)
+def test_admin_may_not_invite_an_owner_but_an_owner_may(portal_client, tenant, mailoutbox):
+    admin = portal_client(Role.ADMIN)
     answer = invite(admin, "boss@person.example", Role.OWNER)
     assert answer.status_code == 200 and answer.context["form"].errors.get("role")
     assert Invitation.objects.count() == 0
@@ -385,7 +357,7 @@ def test_admin_may_not_invite_an_owner_but_an_owner_may(signed_in, tenant, mailo
         services.invitation_create(
             tenant=tenant, email="boss@person.example", role=Role.OWNER, actor_role=Role.ADMIN
         )
-    owner, _ = signed_in(Role.OWNER)
+    owner = portal_client(Role.OWNER)
     assert invite(owner, "boss@person.example", Role.OWNER).status_code == 302
     invitation = Invitation.objects.get()
     assert invitation.role == Role.OWNER
@@ -398,8 +370,8 @@ def test_admin_may_not_invite_an_owner_but_an_owner_may(signed_in, tenant, mailo
     assert invitation.state == "pending"
 
 
-def test_admin_may_not_change_or_remove_an_owner(signed_in, tenant):
-    admin, _ = signed_in(Role.ADMIN)
+def test_admin_may_not_change_or_remove_an_owner(portal_client, tenant):
+    admin = portal_client(Role.ADMIN)
     owner = Membership.objects.get(tenant=tenant, role=Role.OWNER)
     page = admin.get(reverse("portal:member_list")).content.decode()
     assert reverse("portal:member_role", args=[owner.pk]) not in page
@@ -411,9 +383,10 @@ def test_admin_may_not_change_or_remove_an_owner(signed_in, tenant):
     assert owner.role == Role.OWNER
 
 
-def test_the_last_owner_cannot_leave_or_step_down(signed_in, tenant):
+def test_the_last_owner_cannot_leave_or_step_down(portal_client, tenant):
     Membership.objects.filter(tenant=tenant, role=Role.OWNER).delete()
-    owner, user = signed_in(Role.OWNER)
+    owner = portal_client(Role.OWNER)
+    user = owner.user
     mine = Membership.objects.get(tenant=tenant, user=user)
     answer = owner.post(reverse("portal:member_role", args=[mine.pk]), {"role": Role.ADMIN})
     assert "at least one owner" in answer.content.decode()
@@ -425,11 +398,11 @@ def test_the_last_owner_cannot_leave_or_step_down(signed_in, tenant):
 # --- Managing members ---------------------------------------------------------------------------------
 
 
-def test_every_member_sees_members_and_pending_invitations(signed_in, tenant, member):
+def test_every_member_sees_members_and_pending_invitations(portal_client, tenant, member):
     services.invitation_create(
         tenant=tenant, email="soon@person.example", role=Role.VIEWER, actor_role=Role.OWNER
     )
-    viewer, _ = signed_in(Role.VIEWER)
+    viewer = portal_client(Role.VIEWER)
     answer = viewer.get(reverse("portal:member_list"))
     assert answer.status_code == 200
     text = answer.content.decode()
@@ -476,8 +449,8 @@ def test_revoke_is_post_only(admin_client, tenant):
 
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.DEVELOPER])
-def test_viewers_and_developers_see_no_controls_and_get_403(signed_in, tenant, member, role, mailoutbox):
-    client, _ = signed_in(role)
+def test_viewers_and_developers_see_no_controls_and_get_403(portal_client, tenant, member, role, mailoutbox):
+    client = portal_client(role)
     invitation, _ = services.invitation_create(
         tenant=tenant, email="p@person.example", role=Role.VIEWER, actor_role=Role.OWNER
     )
@@ -503,13 +476,13 @@ def test_viewers_and_developers_see_no_controls_and_get_403(signed_in, tenant, m
 
 
 @pytest.mark.parametrize("role", [Role.ADMIN, Role.OWNER])
-def test_admins_and_owners_see_the_controls(signed_in, member, role):
-    text = signed_in(role)[0].get(reverse("portal:member_list")).content.decode()
+def test_admins_and_owners_see_the_controls(portal_client, member, role):
+    text = portal_client(role).get(reverse("portal:member_list")).content.decode()
     assert "Invite a person" in text and "Change role" in text and "Remove" in text
 
 
-def test_another_tenants_member_or_invitation_is_404(signed_in, other_tenant):
-    owner, _ = signed_in(Role.OWNER)
+def test_another_tenants_member_or_invitation_is_404(portal_client, other_tenant):
+    owner = portal_client(Role.OWNER)
     theirs = Membership.objects.get(tenant=other_tenant)
     invitation, _ = services.invitation_create(
         tenant=other_tenant, email="p@person.example", role=Role.VIEWER, actor_role=Role.OWNER
@@ -538,10 +511,10 @@ def test_pages_need_login(client, db):
 # --- Rate limit and CSRF ------------------------------------------------------------------------------
 
 
-def test_invitations_are_rate_limited_per_tenant(signed_in, other_tenant, mailoutbox, settings):
+def test_invitations_are_rate_limited_per_tenant(portal_client, other_tenant, mailoutbox, settings):
     settings.PORTAL_INVITATION_RATE = "2/h"
-    first, _ = signed_in(Role.ADMIN)
-    second, _ = signed_in(Role.OWNER)
+    first = portal_client(Role.ADMIN)
+    second = portal_client(Role.OWNER)
     assert invite(first, "a@person.example").status_code == 302
     assert invite(second, "b@person.example").status_code == 302
     answer = invite(first, "c@person.example")
@@ -549,12 +522,12 @@ def test_invitations_are_rate_limited_per_tenant(signed_in, other_tenant, mailou
     assert "Too many invitations" in answer.content.decode()
     assert Invitation.objects.count() == 2 and len(mailoutbox) == 2
     # Another tenant has its own budget.
-    theirs, _ = signed_in(Role.ADMIN, tenant=other_tenant)
+    theirs = portal_client(Role.ADMIN, tenant=other_tenant)
     assert invite(theirs, "c@person.example").status_code == 302
 
 
-def test_csrf_is_enforced_on_every_post(signed_in, tenant, member, mailoutbox):
-    admin, _ = signed_in(Role.ADMIN, csrf=True)
+def test_csrf_is_enforced_on_every_post(portal_client, tenant, member, mailoutbox):
+    admin = portal_client(Role.ADMIN, enforce_csrf_checks=True)
     target = Membership.objects.get(tenant=tenant, user=member)
     invitation, token = services.invitation_create(
         tenant=tenant, email="dev2@tenant.example", role=Role.VIEWER, actor_role=Role.OWNER

@@ -2,7 +2,6 @@
 table fails the first test: each page must say who may use it."""
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from keys import selectors, services
@@ -96,19 +95,6 @@ def foreign(other_tenant, other_tenant_upstream):
     return objects_of(other_tenant, other_tenant_upstream)
 
 
-@pytest.fixture
-def client_as(tenant, django_user_model):
-    def make(role: str) -> Client:
-        email = f"{role}-under-test@acme.example"
-        user = django_user_model.objects.create_user(username=email, email=email)
-        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
-
-
 def test_every_portal_route_says_who_may_use_it():
     names = {pattern.name for pattern in urlpatterns}
     assert names - PUBLIC - set(MEMBER_PAGES) == set()
@@ -125,9 +111,9 @@ def test_signed_out_visitors_are_sent_to_log_in(client, own, name):
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("name", sorted(MEMBER_PAGES))
-def test_each_role_gets_exactly_the_pages_its_rank_allows(client_as, own, name, role):
+def test_each_role_gets_exactly_the_pages_its_rank_allows(portal_client, own, name, role):
     kind, least, answers_get = MEMBER_PAGES[name]
-    client = client_as(role)
+    client = portal_client(role)
     url = reverse(f"portal:{name}", args=own[kind])
     events_before = AuditEvent.objects.count()
 
@@ -143,9 +129,9 @@ def test_each_role_gets_exactly_the_pages_its_rank_allows(client_as, own, name, 
 
 
 @pytest.mark.parametrize("name", sorted(name for name, (kind, _, _) in MEMBER_PAGES.items() if kind))
-def test_another_tenants_objects_are_not_found_even_for_an_owner(client_as, own, foreign, name):
+def test_another_tenants_objects_are_not_found_even_for_an_owner(portal_client, own, foreign, name):
     kind, _, answers_get = MEMBER_PAGES[name]
-    client = client_as(Role.OWNER)
+    client = portal_client(Role.OWNER)
     url = reverse(f"portal:{name}", args=foreign[kind])
     events_before = AuditEvent.objects.count()
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from django.test import Client
 
 from keys import services
 from keys.models import Role
@@ -32,27 +31,29 @@ def upstream_server():
         yield server
 
 
-@pytest.fixture
-def echo_key(site, tenant, upstream_server):
-    """A key on an upstream that answers /echo…, and its secret."""
-    upstream = services.upstream_create(
+def global_upstream(slug: str, base_url: str):
+    """A global upstream on a loopback server, as staff make one (allowed a private network)."""
+    return services.upstream_create(
         tenant=None,
-        slug="echo",
-        base_url=f"{upstream_server.url}/echo",
+        slug=slug,
+        base_url=base_url,
         allow_private_network=True,
         actor="test",
         actor_is_staff=True,
     )
+
+
+@pytest.fixture
+def echo_key(site, tenant, upstream_server):
+    """A key on an upstream that answers /echo…, and its secret."""
+    upstream = global_upstream("echo", f"{upstream_server.url}/echo")
     policies.clear()
     return services.api_key_create(tenant=tenant, name="snippets", upstreams=[upstream], actor="test")
 
 
-def snippets_of(site, tenant, django_user_model, key_id: str) -> dict[str, str]:
+def snippets_of(portal_client, site, key_id: str) -> dict[str, str]:
     """The snippets on the key page as a viewer sees it, served for the live site's host."""
-    viewer = django_user_model.objects.create_user(username="v@x.example", email="v@x.example")
-    services.membership_set(tenant=tenant, user=viewer, role=Role.VIEWER, actor="test")
-    client = Client()
-    client.force_login(viewer)
+    client = portal_client(Role.VIEWER)
     host = urlsplit(site.url).netloc
     content = client.get(f"/portal/keys/{key_id}", HTTP_HOST=host).content.decode()
     return {name: html.unescape(code) for name, code in SNIPPET_RE.findall(content)}
@@ -64,9 +65,9 @@ def get_json(url: str, headers: dict[str, str]) -> tuple[int, dict]:
         return answer.status, json.load(answer)
 
 
-def test_the_page_offers_every_snippet_and_no_secret(site, tenant, echo_key, django_user_model):
+def test_the_page_offers_every_snippet_and_no_secret(site, echo_key, portal_client):
     api_key, secret = echo_key
-    snippets = snippets_of(site, tenant, django_user_model, api_key.key_id)
+    snippets = snippets_of(portal_client, site, api_key.key_id)
 
     assert set(snippets) == {
         "snippet-curl",
@@ -81,9 +82,9 @@ def test_the_page_offers_every_snippet_and_no_secret(site, tenant, echo_key, dja
     assert all(secret not in text and "sk_" not in text for text in snippets.values())
 
 
-def test_the_curl_snippet_reaches_the_upstream_with_the_secret(site, tenant, echo_key, django_user_model):
+def test_the_curl_snippet_reaches_the_upstream_with_the_secret(site, echo_key, portal_client):
     api_key, secret = echo_key
-    curl = snippets_of(site, tenant, django_user_model, api_key.key_id)["snippet-curl"]
+    curl = snippets_of(portal_client, site, api_key.key_id)["snippet-curl"]
 
     done = subprocess.run(  # noqa: S603 - the snippet is ours, run by bash as a user would
         ["bash", "-c", curl + " -s -w '\\n%{http_code}'"],
@@ -97,10 +98,10 @@ def test_the_curl_snippet_reaches_the_upstream_with_the_secret(site, tenant, ech
     assert json.loads(body)["path"] == "/echo"  # the base URL itself
 
 
-def test_the_curl_snippet_without_the_secret_is_refused(site, tenant, echo_key, django_user_model):
+def test_the_curl_snippet_without_the_secret_is_refused(site, echo_key, portal_client):
     api_key, _ = echo_key
     services.api_key_update(api_key=api_key, secret_required=True, actor="test")
-    curl = snippets_of(site, tenant, django_user_model, api_key.key_id)["snippet-curl"]
+    curl = snippets_of(portal_client, site, api_key.key_id)["snippet-curl"]
 
     done = subprocess.run(  # noqa: S603
         ["bash", "-c", curl + " -s -o /dev/null -w '%{http_code}'"],
@@ -113,11 +114,11 @@ def test_the_curl_snippet_without_the_secret_is_refused(site, tenant, echo_key, 
 
 
 def test_the_python_token_exchange_snippet_gets_a_token_the_proxy_accepts(
-    site, tenant, echo_key, django_user_model, monkeypatch
+    site, echo_key, portal_client, monkeypatch
 ):
     api_key, secret = echo_key
     services.api_key_update(api_key=api_key, secret_required=True, actor="test")
-    snippets = snippets_of(site, tenant, django_user_model, api_key.key_id)
+    snippets = snippets_of(portal_client, site, api_key.key_id)
     monkeypatch.setenv("KEY_SECRET", secret)
 
     namespace: dict = {}
@@ -134,11 +135,9 @@ def test_the_python_token_exchange_snippet_gets_a_token_the_proxy_accepts(
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
-def test_the_node_token_exchange_snippet_gets_a_token_the_proxy_accepts(
-    site, tenant, echo_key, django_user_model
-):
+def test_the_node_token_exchange_snippet_gets_a_token_the_proxy_accepts(site, echo_key, portal_client):
     api_key, secret = echo_key
-    snippet = snippets_of(site, tenant, django_user_model, api_key.key_id)["snippet-token-node"]
+    snippet = snippets_of(portal_client, site, api_key.key_id)["snippet-token-node"]
 
     done = subprocess.run(  # noqa: S603
         ["node", "--input-type=module", "-e", snippet + "\nconsole.log(await accessToken(60));"],
@@ -182,14 +181,7 @@ def rpc_key(site, tenant):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _JsonRpcNode)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     _JsonRpcNode.methods = []
-    upstream = services.upstream_create(
-        tenant=None,
-        slug="mainnet",
-        base_url=f"http://127.0.0.1:{server.server_address[1]}/",
-        allow_private_network=True,
-        actor="test",
-        actor_is_staff=True,
-    )
+    upstream = global_upstream("mainnet", f"http://127.0.0.1:{server.server_address[1]}/")
     policies.clear()
     api_key, _ = services.api_key_create(
         tenant=tenant,
@@ -207,10 +199,8 @@ def rpc_key(site, tenant):
     shutil.which("node") is None or not (JS_MODULES / "ethers").is_dir(),
     reason="Node.js and keys/tests/js/node_modules (npm ci --prefix keys/tests/js) are needed",
 )
-def test_the_ethers_snippet_reads_the_block_number_through_the_proxy(
-    site, tenant, rpc_key, django_user_model
-):
-    snippet = snippets_of(site, tenant, django_user_model, rpc_key.key_id)["snippet-ethers"]
+def test_the_ethers_snippet_reads_the_block_number_through_the_proxy(site, rpc_key, portal_client):
+    snippet = snippets_of(portal_client, site, rpc_key.key_id)["snippet-ethers"]
 
     done = subprocess.run(  # noqa: S603 - the page's snippet, run by node as a browser bundle would
         ["node", "--input-type=module", "-e", snippet],

@@ -5,29 +5,13 @@ import re
 
 import pytest
 from django.conf import settings
-from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from keys import crypto, services
-from keys.models import AuditEvent, ManagementToken, Membership, Role
+from keys.models import AuditEvent, ManagementToken, Role
 
 TOKEN_RE = re.compile(r"mt_[0-9A-Za-z]{20,}")
-
-
-@pytest.fixture
-def portal_client(tenant, django_user_model):
-    """A factory: a test client signed in as a new member of `tenant` with `role`."""
-
-    def make(role: str, *, tenant=tenant, enforce_csrf_checks: bool = False) -> Client:
-        name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
-        user = django_user_model.objects.create_user(username=name, email=name, password="pw")
-        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
-        client = Client(enforce_csrf_checks=enforce_csrf_checks)
-        client.force_login(user)
-        return client
-
-    return make
 
 
 @pytest.fixture

@@ -3,30 +3,14 @@ and delete for admins; write-only credentials, SSRF refusal as form errors, role
 
 import pytest
 from django.conf import settings
-from django.test import Client
 from django.urls import reverse
 
 from keys import crypto, services, validators
-from keys.models import AuditEvent, AuthType, Membership, Role, Upstream
+from keys.models import AuditEvent, AuthType, Role, Upstream
 from keys.tests.conftest import PUBLIC_ADDRESS, make_resolver
 
 CREDENTIAL = "upstream-cred-Zq8v3K"  # never to appear in any page
 NEW_CREDENTIAL = "rotated-cred-Hx71Lm"
-
-
-@pytest.fixture
-def portal_client(tenant, django_user_model):
-    """A factory: a test client signed in as a new member of `tenant` with `role`."""
-
-    def make(role: str, *, tenant=tenant, enforce_csrf_checks: bool = False) -> Client:
-        name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
-        user = django_user_model.objects.create_user(username=name, email=name, password="pw")
-        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
-        client = Client(enforce_csrf_checks=enforce_csrf_checks)
-        client.force_login(user)
-        return client
-
-    return make
 
 
 @pytest.fixture(autouse=True)

@@ -7,13 +7,11 @@ from html.parser import HTMLParser
 from types import SimpleNamespace
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
-from keys import crypto, selectors, services
-from keys.models import Membership, Role, UsageRecord
+from keys import crypto, selectors, services, usage_store
+from keys.models import Role, UsageRecord
 from keys.portal import usage as usage_view
-from keys.tests.test_portal import _clear_this_runs_cache
 
 # Mid-hour, so "the current hour" and "today" are unambiguous; the page reads this clock only.
 NOW = datetime(2026, 3, 15, 14, 25, 7, tzinfo=UTC)
@@ -22,26 +20,7 @@ TODAY = THIS_HOUR.replace(hour=0)
 OUTCOMES = ("allowed", "rejected", "upstream_error")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    _clear_this_runs_cache()
-    yield
-    _clear_this_runs_cache()
-
-
-@pytest.fixture
-def portal_client(tenant, django_user_model):
-    """As in test_portal: a factory of test clients signed in as a new member of `tenant` with `role`."""
-
-    def make(role: str, *, tenant=tenant) -> Client:
-        name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
-        user = django_user_model.objects.create_user(username=name, email=name, password="pw")
-        services.membership_set(tenant=tenant, user=user, role=role, actor="test")
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
 
 
 @pytest.fixture(autouse=True)
@@ -331,6 +310,18 @@ def test_rejection_detail_is_escaped(portal_client, api_key):
     assert (
         UsagePage(answer.content.decode()).tables["rejections"][0]["cells"][2] == "<script>alert(1)</script>"
     )
+
+
+def test_the_catch_all_detail_says_there_were_too_many_values(portal_client, api_key):
+    record(api_key, THIS_HOUR, "rejected", 7, "origin_not_allowed", usage_store.OTHER_DETAIL)
+    record(api_key, THIS_HOUR, "rejected", 3, "origin_not_allowed", "https://evil.example")
+
+    cells = {
+        row["cells"][0 + 2]: row["cells"][3]
+        for row in usage_page(portal_client(Role.VIEWER)).tables["rejections"]
+    }
+
+    assert cells == {"many different values (too many to list each)": "7", "https://evil.example": "3"}
 
 
 # --- CSV ----------------------------------------------------------------------------------------------
