@@ -20,6 +20,7 @@ from keys.models import (
     ApiKey,
     AuditEvent,
     AuthType,
+    EmailConfirmation,
     Invitation,
     ManagementToken,
     Membership,
@@ -443,6 +444,17 @@ class InvitationAdmin(ReadOnlyAdmin):
                 ip_address=_client_ip(request),
             )
         self.message_user(request, f"Withdrew {len(pending)} invitation(s).", messages.SUCCESS)
+
+
+@admin.register(EmailConfirmation)
+class EmailConfirmationAdmin(ReadOnlyAdmin):
+    """Which accounts proved their e-mail, and how (written by keys.services.email_confirm only)."""
+
+    list_display = ["email", "user", "method", "confirmed_at"]
+    list_filter = ["method"]
+    search_fields = ["email", "user__username"]
+    fields = ["user", "email", "method", "confirmed_at"]
+    readonly_fields = fields
 
 
 @admin.register(UsageRecord)

@@ -78,6 +78,34 @@ class Membership(models.Model):
         return f"{self.user} in {self.tenant} ({self.role})"
 
 
+class EmailConfirmation(models.Model):
+    """Proof that the person holding an account reads the mail of `email`, and how it was given: the
+    link mailed at sign-up, a completed password reset, or an accepted invitation.
+
+    An account's e-mail counts as confirmed while it is still this address (case-insensitive): a changed
+    address needs a new proof. No token is stored: the sign-up link is signed (services)."""
+
+    class Method(models.TextChoices):
+        LINK = "link", "Confirmation link"
+        RESET = "reset", "Password reset"
+        INVITATION = "invitation", "Accepted invitation"
+        EXISTING = "existing", "Account older than confirmation"
+        OPERATOR = "operator", "Set by an operator (the demo seed)"
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="email_confirmation"
+    )
+    email = models.EmailField(max_length=254)
+    method = models.CharField(max_length=20, choices=Method.choices)
+    confirmed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-confirmed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.method})"
+
+
 class Invitation(models.Model):
     """An e-mailed link that makes whoever opens it (signed in, or signing up) a member with `role`.
     Only the token's hash is stored; the link works once, until it expires or is revoked."""

@@ -210,6 +210,28 @@ def invitation_is_for(*, invitation: Invitation, user: AbstractBaseUser) -> bool
     return bool(email) and email.strip().casefold() == invitation.email.strip().casefold()
 
 
+def account_exists(*, email: str) -> bool:
+    """Whether someone already signs in with this e-mail (as their e-mail or their username)."""
+    from django.contrib.auth import get_user_model  # the import block above is shared; kept local here
+
+    users = get_user_model()._default_manager
+    return users.filter(email__iexact=email).exists() or users.filter(username__iexact=email).exists()
+
+
+def email_confirmed(*, user: AbstractBaseUser) -> bool:
+    """Whether the account proved it reads the mail of its current address (keys.models.EmailConfirmation)."""
+    if getattr(user, "pk", None) is None:
+        return False
+    row = (
+        user._meta.model._default_manager.filter(pk=user.pk)  # user may be request.user, a lazy object
+        .values_list(user.get_email_field_name(), "email_confirmation__email")
+        .first()
+    )
+    if row is None or not row[0] or not row[1]:
+        return False
+    return row[0].strip().casefold() == row[1].strip().casefold()
+
+
 def usage_list(
     *, tenant: Tenant, api_key: ApiKey | None = None, since: datetime | None = None
 ) -> QuerySet[UsageRecord]:

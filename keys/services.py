@@ -6,22 +6,25 @@ proxy's cached policies are dropped by keys/signals.py after commit, whatever ma
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from keys import crypto, origins, validators
+from keys import crypto, origins, selectors, validators
 from keys.models import (
     AccessToken,
     ApiKey,
     AuditEvent,
     AuthType,
+    EmailConfirmation,
     Invitation,
     ManagementToken,
     Membership,
@@ -102,15 +105,51 @@ def user_get_or_create(*, email: str) -> AbstractBaseUser:
     return user
 
 
+ACCOUNT_EXISTS = "An account with this e-mail already exists. Log in instead."
+UNCONFIRMED_ACCOUNT = (
+    "This address belongs to an account whose e-mail is not confirmed: "
+    "the person must accept an invitation instead."
+)
+
+
+def user_create_with_password(*, email: str, password: str) -> AbstractBaseUser:
+    """A new account that signs in with `password`. A ValidationError on "email" when the address has an
+    account, also when a concurrent sign-up made it after the check (the unique username decides)."""
+    email = User.objects.normalize_email(email.strip())
+    if selectors.account_exists(email=email):
+        raise ValidationError({"email": [ACCOUNT_EXISTS]})
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction stays usable for its rollback
+            return User.objects.create_user(username=email.lower(), email=email, password=password)
+    except IntegrityError as exc:
+        raise ValidationError({"email": [ACCOUNT_EXISTS]}, code="account_exists") from exc
+
+
+def _user_to_add(*, email: str) -> AbstractBaseUser:
+    """The account a membership by e-mail goes to: a new or unclaimed one (no usable password: whoever
+    sets it by reset proves the address), or one whose e-mail is confirmed. Never an account someone
+    signed up for with an address they have not proven: that would hand them the membership."""
+    user = user_get_or_create(email=email)
+    if user.has_usable_password() and not selectors.email_confirmed(user=user):
+        raise ValidationError({"email": [UNCONFIRMED_ACCOUNT]}, code="unconfirmed")
+    return user
+
+
 @transaction.atomic
 def tenant_create(
-    *, slug: str, owner_email: str, name: str = "", actor: Actor = None
+    *,
+    slug: str,
+    owner_email: str = "",
+    name: str = "",
+    actor: Actor = None,
+    owner: AbstractBaseUser | None = None,
 ) -> tuple[Tenant, Membership]:
-    """A new tenant with its owner (created without a password if new: they set one by reset)."""
+    """A new tenant with its owner: `owner` (an account just made by sign-up, in the caller's transaction)
+    or the account of `owner_email` (created without a password if new: they set one by reset)."""
     tenant = Tenant(slug=slug, name=name or slug)
     tenant.full_clean()
     tenant.save()
-    owner = user_get_or_create(email=owner_email)
+    owner = owner if owner is not None else _user_to_add(email=owner_email)
     membership = Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
     audit_record(
         action="tenant.created", tenant=tenant, actor=actor, target=tenant, data={"owner": owner.email}
@@ -168,7 +207,7 @@ def member_add(*, tenant: Tenant, email: str, role: str, actor_role: str, actor:
     if role not in Role.values:
         raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}."]})
     _check_owner_rules(membership=None, role=role, actor_role=actor_role)
-    user = user_get_or_create(email=email)
+    user = _user_to_add(email=email)
     if Membership.objects.filter(tenant=tenant, user=user).exists():
         raise ValidationError({"email": ["This person is already a member."]})
     return membership_set(tenant=tenant, user=user, role=role, actor=actor)
@@ -221,6 +260,16 @@ def _upstream_check_auth(upstream: Upstream, auth_value: str | None) -> None:
             errors["auth_name"] = [f"{upstream.auth_name!r} is a header the proxy manages itself."]
     if errors:
         raise ValidationError(errors)
+
+
+def _destination(url: str) -> tuple[str, str, int | None]:
+    """Where a URL connects: scheme, host and port (the path does not change the machine)."""
+    parts = urlsplit(str(url))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
 def upstream_validate(
@@ -318,8 +367,17 @@ def upstream_update(
     unknown = set(fields) - set(UPSTREAM_FIELDS)
     if unknown:
         raise ValidationError({name: ["This field cannot be changed."] for name in unknown})
+    old_destination = _destination(upstream.base_url)
     for name, value in fields.items():
         setattr(upstream, name, value)
+    if (
+        upstream.allow_private_network
+        and not actor_is_staff
+        and _destination(upstream.base_url) != old_destination
+    ):
+        # Staff allowed that one private host, not any: a tenant who moves the upstream elsewhere
+        # loses the permission, so the new destination must be public like any other.
+        upstream.allow_private_network = False
     if allow_private_network is not None and allow_private_network != upstream.allow_private_network:
         if not actor_is_staff:
             raise ValidationError(
@@ -597,6 +655,7 @@ def management_token_revoke(
 
 # --- Invitations ---------------------------------------------------------------------------------
 
+INVITER_UNCONFIRMED = "Confirm your own e-mail address before inviting anyone: open the link we mailed you."
 INVITATION_REFUSALS = {
     "invalid": "This invitation link is not valid.",
     "accepted": "This invitation has already been used.",
@@ -630,7 +689,10 @@ def invitation_create(
     ip_address: str | None = None,
 ) -> tuple[Invitation, str]:
     """Invite a person by e-mail to join with `role`; a pending invitation to the same address is
-    replaced (its link stops working). Returns the invitation and its token, once, for the link."""
+    replaced (its link stops working). Returns the invitation and its token, once, for the link.
+    A person inviting must have confirmed their own e-mail (no relay of mail for unproven accounts)."""
+    if getattr(actor, "is_authenticated", False) and not selectors.email_confirmed(user=actor):
+        raise ValidationError(INVITER_UNCONFIRMED, code="unconfirmed")
     if role not in Role.values:
         raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}."]})
     _check_owner_rules(membership=None, role=role, actor_role=actor_role)
@@ -699,6 +761,8 @@ def invitation_accept(*, token: str, user: AbstractBaseUser, ip_address: str | N
     if not claimed:  # a concurrent acceptance or revocation won
         raise ValidationError(INVITATION_REFUSALS["accepted"], code="accepted")
     membership = membership_set(tenant=invitation.tenant, user=user, role=invitation.role, actor=user)
+    # The link reached the invited address, which is the user's: that proves it.
+    email_confirm(user=user, method=EmailConfirmation.Method.INVITATION, ip_address=ip_address)
     audit_record(
         action="invitation.accepted",
         tenant=invitation.tenant,
@@ -733,3 +797,71 @@ def invitation_revoke(
             data={"email": invitation.email, "role": invitation.role},
         )
     return invitation
+
+
+# --- E-mail confirmation -------------------------------------------------------------------------
+
+CONFIRMATION_SALT = "keys.email-confirmation"
+CONFIRMATION_REFUSALS = {
+    "invalid": "This confirmation link is not valid.",
+    "expired": "This confirmation link has expired. Sign in and ask for a new one.",
+    "used": "This address is already confirmed.",
+}
+
+
+def _address_digest(email: str) -> str:
+    return crypto.hash_secret(email.strip().casefold())[:20]
+
+
+def email_confirmation_token(*, user: AbstractBaseUser) -> str:
+    """The signed, expiring token of the link that confirms the user's current address. Nothing is
+    stored: it names the account and a digest of the address; once that address is confirmed it is spent."""
+    return signing.dumps({"u": user.pk, "e": _address_digest(user.email)}, salt=CONFIRMATION_SALT)
+
+
+@transaction.atomic
+def email_confirm(
+    *, user: AbstractBaseUser, method: str, ip_address: str | None = None
+) -> EmailConfirmation | None:
+    """Record that the user proved they read the mail of their current address (`method`: how). Nothing
+    is written when that address is already confirmed. Returns the record (None for no address)."""
+    if not user.email:
+        return None
+    confirmation = EmailConfirmation.objects.select_for_update().filter(user=user).first()
+    if confirmation is not None and _address_digest(confirmation.email) == _address_digest(user.email):
+        return confirmation
+    confirmation, _ = EmailConfirmation.objects.update_or_create(
+        user=user, defaults={"email": user.email, "method": method, "confirmed_at": timezone.now()}
+    )
+    audit_record(
+        action="email.confirmed",
+        actor=user,
+        target=confirmation,
+        ip_address=ip_address,
+        data={"email": user.email, "method": method},
+    )
+    return confirmation
+
+
+@transaction.atomic
+def email_confirm_by_token(*, token: str, ip_address: str | None = None) -> AbstractBaseUser:
+    """Confirm the address a sign-up link was mailed to. Works once, within PORTAL_CONFIRMATION_DAYS, and
+    only while the account still has that address; otherwise a ValidationError (code invalid, expired
+    or used)."""
+    try:
+        claim = signing.loads(
+            token or "", salt=CONFIRMATION_SALT, max_age=timedelta(days=settings.PORTAL_CONFIRMATION_DAYS)
+        )
+    except signing.SignatureExpired as exc:
+        raise ValidationError(CONFIRMATION_REFUSALS["expired"], code="expired") from exc
+    except signing.BadSignature as exc:
+        raise ValidationError(CONFIRMATION_REFUSALS["invalid"], code="invalid") from exc
+    user_id = claim.get("u") if isinstance(claim, dict) else None
+    # The user's row is locked: two clicks at once confirm once.
+    user = User.objects.select_for_update().filter(pk=user_id, is_active=True).first() if user_id else None
+    if user is None or not user.email or claim.get("e") != _address_digest(user.email):
+        raise ValidationError(CONFIRMATION_REFUSALS["invalid"], code="invalid")
+    if selectors.email_confirmed(user=user):
+        raise ValidationError(CONFIRMATION_REFUSALS["used"], code="used")
+    email_confirm(user=user, method=EmailConfirmation.Method.LINK, ip_address=ip_address)
+    return user

@@ -251,6 +251,10 @@ LOGOUT_REDIRECT_URL = "portal:login"
 PORTAL_LOGIN_RATE = os.environ.get("PORTAL_LOGIN_RATE", "10/m")
 # Password-reset requests allowed per client address and, separately, per e-mail (django-ratelimit rate).
 PORTAL_RESET_RATE = os.environ.get("PORTAL_RESET_RATE", "5/h")
+# Sign-ups allowed per client address (django-ratelimit rate): no mass-made accounts and mail.
+PORTAL_SIGNUP_RATE = os.environ.get("PORTAL_SIGNUP_RATE", "10/h")
+# Days the e-mail confirmation link mailed at sign-up works ("send again" is limited by PORTAL_RESET_RATE).
+PORTAL_CONFIRMATION_DAYS = int(os.environ.get("PORTAL_CONFIRMATION_DAYS", "3"))
 # How long a password-reset link works (Django's default is 3 days: too long for a link in a mailbox).
 PASSWORD_RESET_TIMEOUT = int(os.environ.get("PORTAL_RESET_LINK_SECONDS", "3600"))
 # Days an invitation link works before it expires.
@@ -268,6 +272,8 @@ EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
 # Seconds before a stalled SMTP server fails the request instead of hanging it.
 EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
+# With EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend: the folder the e-mails go to.
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "sent-mail"))
 # The sender of the portal's e-mails.
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "API keys <noreply@localhost>")
 

@@ -1,29 +1,37 @@
-"""Accounts: password reset and accepting an invitation.
+"""Accounts: password reset, accepting an invitation, and confirming the e-mail of a new account.
 
-Both arrive by an e-mailed link holding a secret. Neither secret stays in the address bar, history or a
+Each arrives by an e-mailed link holding a secret. No secret stays in the address bar, history or a
 Referer: the link's page puts it in the session and redirects (Django's reset confirm view to
-`…/set-password`, ours to `invitations/accept`)."""
+`…/set-password`, ours to `invitations/accept` and `confirm-email`). Completing any of the three proves
+the person reads the address's mail: their e-mail counts as confirmed (keys.models.EmailConfirmation)."""
+
+import logging
+import smtplib
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.template.loader import render_to_string
 from django.urls import path, reverse, reverse_lazy
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_ratelimit.core import is_ratelimited
 
 from keys import crypto, selectors, services
-from keys.models import Invitation
+from keys.models import EmailConfirmation, Invitation
 from keys.portal.account_forms import InvitationSignupForm, RateLimitedPasswordResetForm
 from keys.portal.common import TENANT_SESSION_KEY, client_ip, page
 from keys.request_ids import client_address
 
 User = get_user_model()
+logger = logging.getLogger(__name__)
 
 # --- Password reset ---------------------------------------------------------------------------------
 
@@ -70,6 +78,14 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     template_name = "portal/password_reset_confirm.html"
     success_url = reverse_lazy("portal:password_reset_complete")
     post_reset_login = False
+
+    def form_valid(self, form) -> HttpResponse:
+        response = super().form_valid(form)
+        # The reset link was mailed to the account's address (its token covers the address): proof.
+        services.email_confirm(
+            user=form.user, method=EmailConfirmation.Method.RESET, ip_address=client_ip(self.request)
+        )
+        return response
 
 
 class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
@@ -136,10 +152,8 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             with transaction.atomic():
-                new_user = User.objects.create_user(
-                    username=invitation.email.lower(),
-                    email=invitation.email,
-                    password=form.cleaned_data["password1"],
+                new_user = services.user_create_with_password(
+                    email=invitation.email, password=form.cleaned_data["password1"]
                 )
                 membership = services.invitation_accept(
                     token=token, user=new_user, ip_address=client_ip(request)
@@ -152,7 +166,88 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
     return page(request, "portal/invitation_accept.html", context)
 
 
+# --- E-mail confirmation ----------------------------------------------------------------------------
+
+CONFIRMATION_SESSION_KEY = "email_confirmation"
+
+
+def email_confirmation_send(request: HttpRequest, user) -> bool:
+    """Mail the user a link that confirms their address. False (and logged) when it could not be sent."""
+    token = services.email_confirmation_token(user=user)
+    context = {
+        "email": user.email,
+        "link": request.build_absolute_uri(reverse("portal:email_confirmation_open", args=[token])),
+        "days": settings.PORTAL_CONFIRMATION_DAYS,
+    }
+    subject = " ".join(render_to_string("portal/email/confirmation_subject.txt", context).split())
+    body = render_to_string("portal/email/confirmation.txt", context)
+    try:
+        send_mail(subject, body, None, [user.email])
+    except (smtplib.SMTPException, OSError):
+        logger.exception("user %s: the e-mail confirmation could not be sent", user.pk)
+        return False
+    return True
+
+
+@never_cache
+@require_GET
+def email_confirmation_open(request: HttpRequest, token: str) -> HttpResponse:
+    """The e-mailed link: keep the token in the session, and get it out of the URL at once."""
+    request.session[CONFIRMATION_SESSION_KEY] = token[:500]
+    response = redirect("portal:email_confirmation")
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def email_confirmation(request: HttpRequest) -> HttpResponse:
+    """A button that confirms (a POST: a mail scanner fetching the link confirms nothing by itself)."""
+    token = request.session.get(CONFIRMATION_SESSION_KEY, "")
+    context: dict = {"has_link": bool(token)}
+    if request.method == "POST" and token:
+        try:
+            user = services.email_confirm_by_token(token=token, ip_address=client_ip(request))
+        except ValidationError as exc:
+            request.session.pop(CONFIRMATION_SESSION_KEY, None)
+            context.update(has_link=False, problem=" ".join(exc.messages))
+        else:
+            request.session.pop(CONFIRMATION_SESSION_KEY, None)
+            messages.success(request, f"Thank you: {user.email} is confirmed.")
+            return redirect("portal:key_list" if request.user.is_authenticated else "portal:login")
+    return page(request, "portal/email_confirm.html", context)
+
+
+def _user_key(group: str, request: HttpRequest) -> str:
+    return str(request.user.pk)
+
+
+@require_POST
+@login_required
+def email_confirmation_resend(request: HttpRequest) -> HttpResponse:
+    """The banner's "send again": a new link to the signed-in user's address, a few times an hour."""
+    user = request.user
+    if selectors.email_confirmed(user=user):
+        messages.success(request, f"{user.email} is already confirmed.")
+    elif is_ratelimited(
+        request,
+        group="portal-confirm-resend",
+        key=_user_key,
+        rate=settings.PORTAL_RESET_RATE,
+        increment=True,
+    ):
+        messages.error(request, "Too many confirmation e-mails asked for. Try again later.")
+    elif email_confirmation_send(request, user):
+        messages.success(request, f"We sent a new confirmation link to {user.email}.")
+    else:
+        messages.error(request, "The confirmation e-mail could not be sent. Try again later.")
+    return redirect("portal:key_list")
+
+
 urlpatterns = [
+    path("confirm-email", email_confirmation, name="email_confirmation"),
+    path("confirm-email/send", email_confirmation_resend, name="email_confirmation_resend"),
+    path("confirm-email/<str:token>", email_confirmation_open, name="email_confirmation_open"),
     path("password-reset", PasswordResetView.as_view(), name="password_reset"),
     path("password-reset/sent", PasswordResetDoneView.as_view(), name="password_reset_done"),
     path(

@@ -23,7 +23,9 @@ def page(request: HttpRequest, template: str, context: dict | None = None, statu
     """Render with what the layout needs: the current membership and the tenants to switch between."""
     membership = getattr(request, "membership", None)
     tenants = list(selectors.tenant_list_for_user(user=request.user)) if request.user.is_authenticated else []
-    base = {"membership": membership, "tenants": tenants}
+    # The "confirm your e-mail" banner, until the account proves its address (keys.models.EmailConfirmation).
+    unconfirmed = request.user.is_authenticated and not selectors.email_confirmed(user=request.user)
+    base = {"membership": membership, "tenants": tenants, "email_unconfirmed": unconfirmed}
     return render(request, template, {**base, **(context or {})}, status=status)
 
 
@@ -48,6 +50,10 @@ def tenant_view(minimum: str = Role.VIEWER) -> Callable:
             request.tenant = membership.tenant
             if not selectors.role_at_least(role=membership.role, minimum=minimum):
                 return forbidden(request, f"This needs the {minimum} role; you are a {membership.role}.")
+            if not request.tenant.is_active and request.method not in ("GET", "HEAD"):
+                # A suspended organisation is read-only: its keys are refused by the proxy, and it may
+                # not make new ones, tokens or invitations until staff lift the suspension.
+                return forbidden(request, f"{request.tenant.name} is suspended: nothing can be changed.")
             return view(request, *args, **kwargs)
 
         return wrapper
@@ -66,6 +72,12 @@ def or_404(lookup: Callable[..., T], **kwargs) -> T:
 def can(request: HttpRequest, minimum: str) -> bool:
     """Whether the current member has at least the `minimum` role (to show or hide a button)."""
     return selectors.role_at_least(role=request.membership.role, minimum=minimum)
+
+
+def client_key(group: str, request: HttpRequest) -> str:
+    """django-ratelimit's key for "this client": the address by the trusted-proxy rule, so that behind a
+    load balancer every visitor is not one address (key="ip" would read REMOTE_ADDR: the balancer)."""
+    return client_address(request) or "unknown"
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -1,25 +1,24 @@
 """Forms of the portal: they parse what a person typed; the rules stay in keys.services."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from keys import selectors
-from keys.models import ApiKey, Tenant
+from keys.models import ApiKey, Tenant, Upstream
 from keys.portal.common import add_service_errors
+from keys.services import KEY_FIELDS
 
 User = get_user_model()
 
 
 def account_exists(email: str) -> bool:
     """Whether someone already signs in with this e-mail (as their e-mail or their username)."""
-    return (
-        User.objects.filter(email__iexact=email).exists()
-        or User.objects.filter(username__iexact=email).exists()
-    )
+    return selectors.account_exists(email=email)
 
 
 class NewPasswordForm(forms.Form):
@@ -46,14 +45,21 @@ class NewPasswordForm(forms.Form):
 
 
 class SignupForm(NewPasswordForm):
+    """A new account and its organisation; refused with a form error while the client is rate limited."""
+
     email = forms.EmailField(max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
     organisation = forms.CharField(label="Organisation name", max_length=200)
 
     field_order = ["email", "password1", "password2", "organisation"]
 
+    def __init__(self, *args, limited: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.limited = limited
+
     def clean_email(self) -> str:
         email = User.objects.normalize_email(self.cleaned_data["email"].strip())
-        if account_exists(email):
+        # While limited, nothing is looked up: the form is no free oracle of which addresses have accounts.
+        if not self.limited and account_exists(email):
             raise ValidationError("An account with this e-mail already exists. Log in instead.")
         return email
 
@@ -64,9 +70,15 @@ class SignupForm(NewPasswordForm):
         return name
 
     def clean(self) -> dict:
+        if self.limited:
+            raise ValidationError(
+                "Too many sign-ups from your address. Try again later.", code="rate_limited"
+            )
         cleaned = super().clean()
         self.check_new_password(cleaned.get("email") or "")
         return cleaned
+
+    add_service_errors = add_service_errors
 
 
 class RateLimitedAuthenticationForm(AuthenticationForm):
@@ -87,48 +99,30 @@ class RateLimitedAuthenticationForm(AuthenticationForm):
         return super().clean()
 
 
-class ApiKeyCreateForm(forms.Form):
-    name = forms.CharField(max_length=200)
-    upstreams = forms.ModelMultipleChoiceField(
-        queryset=None, required=False, to_field_name="slug", help_text="The upstreams this key may call."
-    )
-    secret_required = forms.BooleanField(
-        required=False,
-        label="Secret required",
-        help_text="Every request must carry the key's secret or an access token (server-side apps).",
-    )
-    allowed_origins = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="One per line, e.g. https://app.example.com or *.example.com. Empty: any origin.",
-    )
-    rate_limit = forms.CharField(
-        required=False, max_length=20, help_text="e.g. 100/m or 10/s. Empty: no limit."
-    )
-
-    def __init__(self, *args, tenant: Tenant, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["upstreams"].queryset = selectors.upstream_list(tenant=tenant)
-
-    def clean_allowed_origins(self) -> list[str]:
-        return [line.strip() for line in self.cleaned_data["allowed_origins"].splitlines() if line.strip()]
-
-    def clean_rate_limit(self) -> str | None:
-        return self.cleaned_data["rate_limit"].strip() or None
-
-    add_service_errors = add_service_errors
-
-
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _list_field(help_text: str) -> forms.CharField:
-    return forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text=help_text)
+def _list_field(label: str, help_text: str) -> forms.CharField:
+    return forms.CharField(
+        required=False, label=label, widget=forms.Textarea(attrs={"rows": 3}), help_text=help_text
+    )
 
 
-class ApiKeyEditForm(ApiKeyCreateForm):
-    """A key's settings. The values are checked and normalised by services.api_key_update."""
+def _normalised(name: str, value: object) -> object:
+    """`value` as the key stores it; one the key would refuse stays as typed (so it differs)."""
+    normalise = ApiKey.NORMALISERS.get(name)
+    if normalise is None:
+        return value
+    try:
+        return normalise(value)
+    except ValidationError:
+        return value
+
+
+class ApiKeyCreateForm(forms.Form):
+    """A key's settings: KEY_FIELDS and the upstreams, which services.api_key_create and api_key_update
+    take as they are; the services check and normalise the values."""
 
     LIST_FIELDS = (
         "allowed_origins",
@@ -138,27 +132,70 @@ class ApiKeyEditForm(ApiKeyCreateForm):
         "allowed_rpc_methods",
     )
 
-    allowed_ips = _list_field("One per line, e.g. 203.0.113.7 or 203.0.113.0/24. Empty: any address.")
-    allowed_user_agents = _list_field("One per line; * matches any run of characters. Empty: any.")
-    allowed_http_methods = _list_field("One per line, e.g. GET or POST. Empty: any method.")
-    allowed_rpc_methods = _list_field("One per line, e.g. eth_blockNumber. Empty: any JSON-RPC method.")
+    name = forms.CharField(max_length=200)
+    upstreams = forms.ModelMultipleChoiceField(
+        queryset=None, required=False, to_field_name="slug", help_text="The upstreams this key may call."
+    )
+    secret_required = forms.BooleanField(
+        required=False,
+        label="Secret required",
+        help_text="Every request must carry the key's secret or an access token (server-side apps).",
+    )
+    allowed_origins = _list_field(
+        "Allowed origins", "One per line, e.g. https://app.example.com or *.example.com. Empty: any origin."
+    )
+    allowed_ips = _list_field(
+        "Allowed IPs", "One per line, e.g. 203.0.113.7 or 203.0.113.0/24. Empty: any address."
+    )
+    allowed_user_agents = _list_field(
+        "Allowed user agents", "One per line; * matches any run of characters. Empty: any."
+    )
+    allowed_http_methods = _list_field(
+        "Allowed HTTP methods", "One per line, e.g. GET or POST. Empty: any method."
+    )
+    allowed_rpc_methods = _list_field(
+        "Allowed JSON-RPC methods", "One per line, e.g. eth_blockNumber. Empty: any JSON-RPC method."
+    )
+    rate_limit = forms.CharField(
+        required=False, max_length=20, help_text="e.g. 100/m or 10/s. Empty: no limit."
+    )
     daily_quota = forms.IntegerField(required=False, help_text="Requests per day. Empty: no quota.")
     expires_at = forms.DateTimeField(
         required=False,
-        label="Expires at",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        help_text="Empty: never expires.",
+        label="Expires at (UTC)",
+        # To the second: a key's expiry set through the API may have seconds, and they are shown.
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"),
+        help_text="A date and time in UTC, not your local time. Empty: never expires.",
     )
 
-    field_order = [
-        "name",
-        "upstreams",
-        "secret_required",
-        *LIST_FIELDS,
-        "rate_limit",
-        "daily_quota",
-        "expires_at",
-    ]
+    def __init__(self, *args, tenant: Tenant, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["upstreams"].queryset = selectors.upstream_list(tenant=tenant)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        for name in self.LIST_FIELDS:
+            if name in cleaned:
+                cleaned[name] = _lines(cleaned[name])
+        return cleaned
+
+    def clean_rate_limit(self) -> str | None:
+        return self.cleaned_data["rate_limit"].strip() or None
+
+    def clean_expires_at(self) -> datetime | None:
+        value = self.cleaned_data["expires_at"]
+        # The label says UTC: what was typed is read as UTC, whatever the site's time zone.
+        return timezone.make_aware(timezone.make_naive(value), UTC) if value else None
+
+    add_service_errors = add_service_errors
+
+
+class ApiKeyEditForm(ApiKeyCreateForm):
+    """The same settings, starting from the key's values; `changes()` tells which ones the person changed."""
+
+    def __init__(self, *args, tenant: Tenant, api_key: ApiKey, **kwargs) -> None:
+        super().__init__(*args, tenant=tenant, initial=self.initial_for(api_key), **kwargs)
+        self.api_key = api_key
 
     @classmethod
     def initial_for(cls, api_key: ApiKey) -> dict:
@@ -166,20 +203,30 @@ class ApiKeyEditForm(ApiKeyCreateForm):
         initial.update({name: "\n".join(getattr(api_key, name) or []) for name in cls.LIST_FIELDS})
         initial["upstreams"] = [u.slug for u in api_key.upstreams.all()]
         initial["rate_limit"] = api_key.rate_limit or ""
-        initial["expires_at"] = api_key.expires_at
+        # Naive UTC, so the field shows UTC as its label says, whatever the site's time zone.
+        initial["expires_at"] = api_key.expires_at and timezone.make_naive(api_key.expires_at, UTC)
         return initial
 
-    def clean_allowed_ips(self) -> list[str]:
-        return _lines(self.cleaned_data["allowed_ips"])
+    def clean_expires_at(self) -> datetime | None:
+        value = super().clean_expires_at()
+        current = self.api_key.expires_at
+        # The field shows whole seconds: the key's own expiry sent back unchanged keeps its fractions.
+        if value and current and value == current.replace(microsecond=0):
+            return current
+        return value
 
-    def clean_allowed_user_agents(self) -> list[str]:
-        return _lines(self.cleaned_data["allowed_user_agents"])
-
-    def clean_allowed_http_methods(self) -> list[str]:
-        return _lines(self.cleaned_data["allowed_http_methods"])
-
-    def clean_allowed_rpc_methods(self) -> list[str]:
-        return _lines(self.cleaned_data["allowed_rpc_methods"])
+    def changes(self) -> tuple[dict, list[Upstream] | None]:
+        """The KEY_FIELDS whose value differs from the key's (compared as the key stores them), and the
+        upstreams if their set differs, else None. Only for a valid form."""
+        data = self.cleaned_data
+        fields = {
+            name: data[name]
+            for name in KEY_FIELDS
+            if _normalised(name, data[name]) != getattr(self.api_key, name)
+        }
+        chosen = list(data["upstreams"])
+        same = {u.pk for u in chosen} == {u.pk for u in self.api_key.upstreams.all()}
+        return fields, None if same else chosen
 
 
 class ApiKeyRotateForm(forms.Form):

@@ -104,7 +104,7 @@ def upstream_delete(request: HttpRequest, slug: str) -> HttpResponse:
 urlpatterns = [
     path("upstreams", upstream_list, name="upstream_list"),
     path("upstreams/new", upstream_create, name="upstream_create"),
-    path("upstreams/<str:slug>", upstream_detail, name="upstream_detail"),
-    path("upstreams/<str:slug>/edit", upstream_edit, name="upstream_edit"),
-    path("upstreams/<str:slug>/delete", upstream_delete, name="upstream_delete"),
+    path("upstreams/<slug:slug>", upstream_detail, name="upstream_detail"),
+    path("upstreams/<slug:slug>/edit", upstream_edit, name="upstream_edit"),
+    path("upstreams/<slug:slug>/delete", upstream_delete, name="upstream_delete"),
 ]

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
+from django.core.validators import slug_re
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -17,7 +18,8 @@ from django_ratelimit.core import is_ratelimited
 
 from keys import selectors, services
 from keys.models import ApiKey, Role, Tenant
-from keys.portal.common import TENANT_SESSION_KEY, can, client_ip, or_404, page, tenant_view
+from keys.portal.accounts import email_confirmation_send
+from keys.portal.common import TENANT_SESSION_KEY, can, client_ip, client_key, or_404, page, tenant_view
 from keys.portal.forms import (
     ApiKeyCreateForm,
     ApiKeyEditForm,
@@ -46,7 +48,7 @@ class PortalLoginView(LoginView):
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         rate = settings.PORTAL_LOGIN_RATE
         # Both counters move on every attempt, so neither can be probed for free.
-        by_ip = is_ratelimited(request, group="portal-login-ip", key="ip", rate=rate, increment=True)
+        by_ip = is_ratelimited(request, group="portal-login-ip", key=client_key, rate=rate, increment=True)
         by_name = is_ratelimited(
             request, group="portal-login-user", key=_login_username, rate=rate, increment=True
         )
@@ -68,26 +70,33 @@ def _unique_slug(name: str) -> str:
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    form = SignupForm(request.POST or None)
+    """A new account, its organisation, signed in at once; a link is mailed to confirm the address (until
+    then the account cannot invite, nor be added to a tenant by e-mail). Limited per client address."""
+    limited = request.method == "POST" and is_ratelimited(
+        request, group="portal-signup-ip", key=client_key, rate=settings.PORTAL_SIGNUP_RATE, increment=True
+    )
+    form = SignupForm(request.POST or None, limited=limited)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             with transaction.atomic():
-                user = User.objects.create_user(
-                    username=data["email"].lower(), email=data["email"], password=data["password1"]
-                )
+                user = services.user_create_with_password(email=data["email"], password=data["password1"])
                 tenant, _ = services.tenant_create(
                     slug=_unique_slug(data["organisation"]),
-                    owner_email=data["email"],
+                    owner=user,
                     name=data["organisation"],
                     actor=user,
                 )
         except ValidationError as exc:
-            form.add_error(None, exc.messages)
+            form.add_service_errors(exc)
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             request.session[TENANT_SESSION_KEY] = tenant.slug
             messages.success(request, f"Welcome! {tenant.name} is ready: create your first key.")
+            if email_confirmation_send(request, user):
+                messages.info(request, f"We sent a link to {user.email}: open it to confirm your address.")
+            else:
+                messages.warning(request, "The confirmation e-mail could not be sent: use “Send again”.")
             return redirect("portal:key_list")
     return page(request, "portal/signup.html", {"form": form})
 
@@ -95,8 +104,11 @@ def signup(request: HttpRequest) -> HttpResponse:
 @require_POST
 @login_required
 def tenant_switch(request: HttpRequest) -> HttpResponse:
-    slug = request.POST.get("tenant") or "-"
-    membership = selectors.membership_for_user(user=request.user, tenant_slug=slug)
+    slug = request.POST.get("tenant", "")
+    # Only a slug's shape reaches the query (PostgreSQL refuses a NUL, for one).
+    membership = (
+        selectors.membership_for_user(user=request.user, tenant_slug=slug) if slug_re.match(slug) else None
+    )
     if membership is None:
         raise Http404("No such organisation.")
     request.session[TENANT_SESSION_KEY] = membership.tenant.slug
@@ -127,17 +139,14 @@ def key_list(request: HttpRequest) -> HttpResponse:
 def key_create(request: HttpRequest) -> HttpResponse:
     form = ApiKeyCreateForm(request.POST or None, tenant=request.tenant)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
+        fields = {name: form.cleaned_data[name] for name in services.KEY_FIELDS}
         try:
             api_key, secret = services.api_key_create(
                 tenant=request.tenant,
-                name=data["name"],
-                upstreams=data["upstreams"],
-                secret_required=data["secret_required"],
-                allowed_origins=data["allowed_origins"],
-                rate_limit=data["rate_limit"],
+                upstreams=form.cleaned_data["upstreams"],
                 actor=request.user,
                 ip_address=client_ip(request),
+                **fields,
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
@@ -186,13 +195,17 @@ def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
     if api_key.state == "revoked":
         return page(request, "portal/key_edit.html", {"key": api_key, "form": None})
     data = request.POST if request.method == "POST" else None
-    form = ApiKeyEditForm(data, tenant=request.tenant, initial=ApiKeyEditForm.initial_for(api_key))
+    form = ApiKeyEditForm(data, tenant=request.tenant, api_key=api_key)
     if request.method == "POST" and form.is_valid():
-        fields = {name: form.cleaned_data[name] for name in services.KEY_FIELDS}
+        # Only what changed, so the audit trail names what the person changed.
+        fields, upstreams = form.changes()
+        if not fields and upstreams is None:
+            messages.info(request, "Nothing changed.")
+            return redirect("portal:key_detail", key_id=api_key.key_id)
         try:
             services.api_key_update(
                 api_key=api_key,
-                upstreams=form.cleaned_data["upstreams"],
+                upstreams=upstreams,
                 actor=request.user,
                 ip_address=client_ip(request),
                 **fields,

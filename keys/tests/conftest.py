@@ -10,7 +10,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from keys import services
-from keys.models import Membership
+from keys.models import EmailConfirmation, Membership
 
 PUBLIC_ADDRESS = "8.8.8.8"
 
@@ -111,12 +111,18 @@ def session_client(tenant, django_user_model):
 @pytest.fixture
 def portal_client(tenant, django_user_model):
     """A factory: a test client signed in to the portal as a new member of `tenant` with `role`; the
-    member is `client.user`."""
+    member is `client.user`, with a confirmed e-mail unless `confirmed=False`."""
 
-    def make(role: str, *, tenant=tenant, enforce_csrf_checks: bool = False) -> Client:
+    def make(
+        role: str, *, tenant=tenant, enforce_csrf_checks: bool = False, confirmed: bool = True
+    ) -> Client:
         name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
         user = django_user_model.objects.create_user(username=name, email=name, password="pw")
         services.membership_set(tenant=tenant, user=user, role=role, actor="test")
+        if confirmed:
+            EmailConfirmation.objects.create(
+                user=user, email=user.email, method=EmailConfirmation.Method.LINK
+            )
         client = Client(enforce_csrf_checks=enforce_csrf_checks)
         client.force_login(user)
         client.user = user

@@ -1,7 +1,7 @@
 """The tenant web portal (keys/portal/): accounts, keys, roles, tenant scope, CSRF."""
 
 import re
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
@@ -110,6 +110,42 @@ def test_login_is_rate_limited_per_address(client, member, settings):
     assert "_auth_user_id" not in client.session
 
 
+def test_behind_a_trusted_balancer_login_is_limited_per_client_not_per_balancer(client, member, settings):
+    settings.PORTAL_LOGIN_RATE = "3/m"
+    settings.PROXY_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    through_balancer = {"REMOTE_ADDR": "10.0.0.5"}
+    for n in range(5):  # five other visitors, one wrong guess each
+        client.post(
+            reverse("portal:login"),
+            {"username": f"guess{n}@x.example", "password": "wrong"},
+            HTTP_X_FORWARDED_FOR=f"198.51.100.{n}",
+            **through_balancer,
+        )
+    answer = client.post(
+        reverse("portal:login"),
+        {"username": member.username, "password": "pw"},
+        HTTP_X_FORWARDED_FOR="203.0.113.7",
+        **through_balancer,
+    )
+    assert "_auth_user_id" in client.session, answer.content.decode()[-400:]
+
+    client = Client()
+    for n in range(3):  # one visitor guessing: limited by their own address, whatever names they try
+        client.post(
+            reverse("portal:login"),
+            {"username": f"other{n}@x.example", "password": "wrong"},
+            HTTP_X_FORWARDED_FOR="198.51.100.99",
+            **through_balancer,
+        )
+    limited = client.post(
+        reverse("portal:login"),
+        {"username": "last@x.example", "password": "wrong"},
+        HTTP_X_FORWARDED_FOR="198.51.100.99",
+        **through_balancer,
+    )
+    assert "Too many login attempts" in limited.content.decode()
+
+
 # --- Keys ---------------------------------------------------------------------------------------------
 
 
@@ -200,6 +236,15 @@ def test_key_detail_shows_snippets_with_key_id(portal_client, api_key):
     page = client.get(reverse("portal:key_detail", args=[api_key.key_id])).content.decode()
     assert f"/proxy/local/{api_key.key_id}/" in page
     assert "curl" in page and "fetch(" in page
+
+
+def test_key_detail_says_its_times_are_utc(portal_client, api_key):
+    services.api_key_update(api_key=api_key, expires_at=datetime(2031, 5, 6, 12, 0, 59, tzinfo=UTC))
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=datetime(2026, 11, 24, 8, 30, 5, tzinfo=UTC))
+    answer = portal_client(Role.VIEWER).get(reverse("portal:key_detail", args=[api_key.key_id]))
+    page = answer.content.decode()
+    assert '<dd><time datetime="2031-05-06T12:00:59+00:00">2031-05-06 12:00 UTC</time></dd>' in page
+    assert '<dt>Last used</dt><dd><time datetime="2026-11-24T08:30:05+00:00">2026-11-24 08:30 UTC' in page
 
 
 @pytest.mark.parametrize("role", [Role.VIEWER])

@@ -115,3 +115,32 @@ def test_forms_showing_errors_pass_axe(site, owner_session):
     assert errors_shown >= 1
     assert "id_allowed_origins_error" in described_by.split()
     assert problems == {"key create": []}, json.dumps(problems, indent=1)
+
+
+# The controls a person can see and use on the page (links, buttons, fields), by what they say.
+VISIBLE_CONTROLS = """() => [
+  ...document.querySelectorAll("a[href], button, input:not([type=hidden]), select, textarea")]
+  .filter(el => el.checkVisibility())
+  .map(el => el.tagName + ":" + (el.getAttribute("aria-label") || el.textContent.trim() || el.name || ""))
+  .sort()"""
+
+
+def test_a_phone_offers_every_control_the_desktop_does(site, owner_session, tenant):
+    # Members to act on, so the members page has its change-role and remove controls.
+    for n in range(2):
+        services.member_add(
+            tenant=tenant, email=f"m{n}@acme.example", role=Role.VIEWER, actor_role=Role.OWNER
+        )
+    session_key, key_id = owner_session
+    missing = {}
+    with browser_page(storage_state=session_state(site.url, session_key)) as page:
+        for path in [path.format(key_id=key_id) for path in MEMBER_PAGES]:
+            page.set_viewport_size({"width": 1280, "height": 800})
+            page.goto(site.url + path)
+            desktop = page.evaluate(VISIBLE_CONTROLS)
+            page.set_viewport_size({"width": 390, "height": 800})
+            phone = page.evaluate(VISIBLE_CONTROLS)
+            if lost := sorted(set(desktop) - set(phone)):
+                missing[path] = lost
+
+    assert missing == {}, json.dumps(missing, indent=1)

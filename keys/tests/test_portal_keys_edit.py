@@ -1,7 +1,8 @@
 """The portal's key edit and rotate pages (keys/portal/): forms, service errors, roles, tenant scope, CSRF."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 
 import pytest
 from django.conf import settings
@@ -171,6 +172,156 @@ def test_detail_links_to_edit_and_rotate_for_developers_only(portal_client, api_
     assert not any(link in page for link in links)
 
 
+class _FormAsSent(HTMLParser):
+    """What a browser sends for the page's form as rendered: inputs' values, checked boxes, textareas
+    with CRLF line ends (as browsers send them), selected options."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.data: dict[str, object] = {}
+        self._textarea: str | None = None
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        name = attrs.get("name")
+        if tag == "input" and name and name != "csrfmiddlewaretoken":
+            if attrs.get("type") != "checkbox":
+                self.data[name] = attrs.get("value") or ""
+            elif "checked" in attrs:
+                self.data[name] = "on"
+        elif tag == "textarea":
+            self._textarea = name
+            self.data[name] = ""
+        elif tag == "select":
+            self._select = name
+            self.data[name] = []
+        elif tag == "option" and self._select and "selected" in attrs:
+            self.data[self._select].append(attrs["value"])
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea:
+            self.data[self._textarea] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea" and self._textarea:
+            # Django drops the one newline after <textarea>; browsers send CRLF line ends.
+            text = self.data[self._textarea].removeprefix("\n")
+            self.data[self._textarea] = text.replace("\r\n", "\n").replace("\n", "\r\n")
+            self._textarea = None
+        elif tag == "select":
+            self._select = None
+
+
+def form_as_sent(client: Client, api_key: ApiKey, **overrides) -> dict:
+    """The edit page's form as a browser would send it untouched, but for `overrides`."""
+    parser = _FormAsSent()
+    parser.feed(client.get(reverse("portal:key_edit", args=[api_key.key_id])).content.decode())
+    return {**parser.data, **overrides}
+
+
+def _set_up_every_field(api_key: ApiKey, tenant_upstream) -> None:
+    services.api_key_update(
+        api_key=api_key,
+        upstreams=[*api_key.upstreams.all(), tenant_upstream],
+        secret_required=True,
+        allowed_origins=["https://app.example.com", "*.example.org"],
+        allowed_ips=["203.0.113.0/24", "2001:db8::/32"],
+        allowed_user_agents=["curl/*"],
+        allowed_http_methods=["GET", "POST"],
+        allowed_rpc_methods=["eth_blockNumber", "eth_call"],
+        rate_limit="100/m",
+        daily_quota=5000,
+        # As the API may set it: seconds and a fraction, which the form's widget does not show.
+        expires_at=datetime(2031, 5, 6, 12, 0, 59, 123456, tzinfo=UTC),
+        actor="test",
+    )
+    AuditEvent.objects.filter(action="api_key.updated").delete()
+
+
+def test_edit_page_says_the_expiry_is_utc_and_shows_it_in_utc(portal_client, api_key, settings):
+    settings.TIME_ZONE = "Asia/Tokyo"
+    services.api_key_update(api_key=api_key, expires_at=datetime(2031, 5, 6, 12, 0, 59, tzinfo=UTC))
+    page = portal_client(Role.DEVELOPER).get(reverse("portal:key_edit", args=[api_key.key_id])).content
+    page = page.decode()
+    assert '<label for="id_expires_at">Expires at (UTC)</label>' in page
+    assert "in UTC, not your local time" in page
+    assert 'value="2031-05-06T12:00:59"' in page
+
+
+@pytest.mark.parametrize(
+    ("overrides", "changed"),
+    [
+        ({"name": "renamed"}, ["name"]),
+        ({"secret_required": None}, ["secret_required"]),
+        ({"allowed_origins": "https://app.example.com"}, ["allowed_origins"]),
+        ({"allowed_ips": "198.51.100.0/24", "daily_quota": "10"}, ["allowed_ips", "daily_quota"]),
+        ({"allowed_user_agents": ""}, ["allowed_user_agents"]),
+        ({"allowed_http_methods": "GET"}, ["allowed_http_methods"]),
+        ({"allowed_rpc_methods": "eth_call\r\neth_blockNumber"}, ["allowed_rpc_methods"]),
+        ({"rate_limit": "5/s"}, ["rate_limit"]),
+        ({"expires_at": "2031-05-06T12:00:00"}, ["expires_at"]),
+        ({"expires_at": ""}, ["expires_at"]),
+        ({"upstreams": ["local"]}, ["upstreams"]),
+        ({"name": "renamed", "upstreams": ["acme-api"]}, ["name", "upstreams"]),
+    ],
+)
+def test_audit_names_exactly_the_changed_fields(portal_client, api_key, tenant_upstream, overrides, changed):
+    _set_up_every_field(api_key, tenant_upstream)
+    client = portal_client(Role.DEVELOPER)
+    data = {k: v for k, v in form_as_sent(client, api_key, **overrides).items() if v is not None}
+    answer = client.post(reverse("portal:key_edit", args=[api_key.key_id]), data)
+    assert answer.status_code == 302
+    event = AuditEvent.objects.get(action="api_key.updated", target_id=api_key.key_id)
+    assert event.data == {"fields": changed}
+
+
+def test_expiry_with_seconds_survives_an_edit_of_the_name(portal_client, api_key, tenant_upstream):
+    _set_up_every_field(api_key, tenant_upstream)
+    before = ApiKey.objects.get(pk=api_key.pk)
+    client = portal_client(Role.DEVELOPER)
+    answer = client.post(
+        reverse("portal:key_edit", args=[api_key.key_id]), form_as_sent(client, api_key, name="renamed")
+    )
+    assert answer.status_code == 302
+    after = ApiKey.objects.get(pk=api_key.pk)
+    assert after.name == "renamed"
+    assert after.expires_at == datetime(2031, 5, 6, 12, 0, 59, 123456, tzinfo=UTC)
+    unchanged = [name for name in services.KEY_FIELDS if name != "name"]
+    assert [getattr(after, n) for n in unchanged] == [getattr(before, n) for n in unchanged]
+    assert set(after.upstreams.all()) == set(before.upstreams.all())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        # The same values as the key stores them, typed differently.
+        {
+            "name": "  web app ",
+            "allowed_origins": "HTTPS://App.Example.COM:443\n*.Example.org\n\n",
+            "allowed_ips": " 203.0.113.0/24 \n2001:db8::/32\n203.0.113.0/24",
+            "allowed_http_methods": "get\npost",
+            "rate_limit": " 100/m ",
+            "upstreams": ["acme-api", "local"],
+        },
+    ],
+)
+def test_edit_that_changes_nothing_saves_nothing(portal_client, api_key, tenant_upstream, overrides):
+    _set_up_every_field(api_key, tenant_upstream)
+    before = _snapshot(api_key)
+    client = portal_client(Role.DEVELOPER)
+    answer = client.post(
+        reverse("portal:key_edit", args=[api_key.key_id]), form_as_sent(client, api_key, **overrides)
+    )
+    assert answer.status_code == 302
+    assert answer["Location"] == reverse("portal:key_detail", args=[api_key.key_id])
+    assert _snapshot(api_key) == before
+    assert not AuditEvent.objects.filter(action="api_key.updated").exists()
+    page = client.get(answer["Location"]).content.decode()
+    assert "Nothing changed." in page and "is saved" not in page
+
+
 # --- Rotate -----------------------------------------------------------------------------------------
 
 
@@ -281,7 +432,7 @@ def test_another_tenants_key_is_404(portal_client, other_tenant):
         url = reverse(name, args=[other_key.key_id])
         assert client.get(url).status_code == 404
         assert client.post(url, edit_data(name="mine", upstreams=[], grace="0")).status_code == 404
-    assert client.get(reverse("portal:key_edit", args=["ak_doesnotexist"])).status_code == 404
+    assert client.get(reverse("portal:key_edit", args=["pk_doesnotexist"])).status_code == 404
     assert _snapshot(other_key) == before and other_key.secret_hash == hash_before
 
 

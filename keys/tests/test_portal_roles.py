@@ -20,7 +20,11 @@ PUBLIC = {
     "password_reset_complete",
     "invitation_open",
     "invitation_accept",
+    "email_confirmation_open",
+    "email_confirmation",
 }
+# Pages of the signed-in account itself, not of a tenant (test_portal_email_confirmation.py).
+ACCOUNT_PAGES = {"email_confirmation_resend"}
 # route name: (the object its URL names, the least role, whether GET is answered)
 MEMBER_PAGES = {
     "home": (None, Role.VIEWER, True),
@@ -97,7 +101,7 @@ def foreign(other_tenant, other_tenant_upstream):
 
 def test_every_portal_route_says_who_may_use_it():
     names = {pattern.name for pattern in urlpatterns}
-    assert names - PUBLIC - set(MEMBER_PAGES) == set()
+    assert names - PUBLIC - ACCOUNT_PAGES - set(MEMBER_PAGES) == set()
     assert set(MEMBER_PAGES) - names == set()  # the table names no route that is gone
 
 
@@ -139,3 +143,52 @@ def test_another_tenants_objects_are_not_found_even_for_an_owner(portal_client, 
     if name not in READ_ONLY:
         assert client.post(url, {"role": Role.VIEWER, "grace": "0"}).status_code == 404
     assert AuditEvent.objects.count() == events_before
+
+
+# Switching to another organisation is not a change to this one.
+CHANGES = sorted(name for name in MEMBER_PAGES if name not in READ_ONLY | {"tenant_switch"})
+
+
+@pytest.mark.parametrize("name", CHANGES)
+def test_a_suspended_tenant_can_read_but_change_nothing(portal_client, own, tenant, name):
+    kind, _, answers_get = MEMBER_PAGES[name]
+    client = portal_client(Role.OWNER)
+    services.tenant_set_active(tenant=tenant, is_active=False, actor="staff")
+    events_before = AuditEvent.objects.count()
+
+    answer = client.post(reverse(f"portal:{name}", args=own[kind]), {"name": "x", "tenant": "acme"})
+
+    assert answer.status_code == 403
+    assert "is suspended" in answer.content.decode()
+    assert AuditEvent.objects.count() == events_before
+
+
+def test_a_suspended_tenants_pages_say_so(portal_client, tenant):
+    client = portal_client(Role.VIEWER)
+    services.tenant_set_active(tenant=tenant, is_active=False, actor="staff")
+    answer = client.get(reverse("portal:key_list"))
+    assert answer.status_code == 200 and "is suspended" in answer.content.decode()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/portal/keys/pk_abc%00",
+        "/portal/keys/%00/edit",
+        "/portal/keys/pk_%C3%A9t%C3%A9/rotate",
+        "/portal/keys/" + "pk_" + "a" * 500,
+        "/portal/upstreams/a%00b",
+        "/portal/upstreams/%E2%80%AEevil/edit",
+        "/portal/members/99999999999999999999999/role",
+        "/portal/tokens/-1/revoke",
+    ],
+)
+def test_hostile_ids_in_urls_are_not_found_never_a_server_error(portal_client, path):
+    assert portal_client(Role.OWNER).get(path).status_code == 404
+
+
+@pytest.mark.parametrize("slug", ["\x00", "acme\x00", "ac me", "", "é"])
+def test_switching_to_a_hostile_tenant_name_is_not_found(portal_client, slug):
+    assert (
+        portal_client(Role.OWNER).post(reverse("portal:tenant_switch"), {"tenant": slug}).status_code == 404
+    )

@@ -378,6 +378,55 @@ def test_editing_a_staff_permitted_private_upstream_keeps_the_permission(portal_
     assert upstream.name == "Internal" and upstream.allow_private_network
 
 
+@pytest.mark.parametrize(
+    "new_url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:6379/",
+        "http://10.0.0.8:2375/",
+        "https://10.0.0.8",
+    ],
+)
+def test_moving_a_staff_permitted_private_upstream_elsewhere_is_refused(
+    portal_client, tenant, staff_user, new_url
+):
+    # Staff allowed one private host; a tenant admin may not point the upstream at any other machine.
+    upstream = services.upstream_create(
+        tenant=tenant,
+        slug="acme-internal",
+        base_url="http://10.0.0.8",
+        allow_private_network=True,
+        actor=staff_user,
+        actor_is_staff=True,
+    )
+    before = _snapshot(upstream)
+
+    answer = portal_client(Role.ADMIN).post(
+        url("upstream_edit", "acme-internal"), edit_data(upstream, base_url=new_url, allow_private_network="")
+    )
+
+    assert answer.status_code == 200
+    assert answer.context["form"].errors["base_url"]
+    assert _snapshot(upstream) == before
+
+
+def test_a_new_path_on_the_permitted_private_host_is_fine(portal_client, tenant, staff_user):
+    upstream = services.upstream_create(
+        tenant=tenant,
+        slug="acme-internal",
+        base_url="http://10.0.0.8/v1",
+        allow_private_network=True,
+        actor=staff_user,
+        actor_is_staff=True,
+    )
+    answer = portal_client(Role.ADMIN).post(
+        url("upstream_edit", "acme-internal"), edit_data(upstream, base_url="http://10.0.0.8/v2")
+    )
+    assert answer.status_code == 302
+    upstream.refresh_from_db()
+    assert upstream.base_url == "http://10.0.0.8/v2" and upstream.allow_private_network
+
+
 @pytest.mark.parametrize("name", ["upstream_edit", "upstream_delete"])
 def test_global_upstream_cannot_be_edited_or_deleted_by_a_tenant(portal_client, loopback_upstream, name):
     client = portal_client(Role.OWNER)
