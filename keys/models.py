@@ -1,6 +1,6 @@
 """The domain: tenants and their members, upstreams, API keys, tokens, usage and the audit trail.
 
-Models hold fields, constraints and properties of one row; the rules live in services.py and
+Models hold fields, constraints and properties of one row; the rules live in services/ and
 selectors.py. No secret is stored in clear: secrets and tokens as SHA-256 hashes, upstream
 credentials encrypted (crypto.encrypt).
 """

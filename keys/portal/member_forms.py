@@ -7,7 +7,7 @@ from keys.portal.common import add_service_errors
 
 
 def _role_choices(actor_role: str) -> list[tuple[str, str]]:
-    # Only an owner may grant the owner role (services._check_owner_rules); others are not offered it.
+    # Only an owner may grant the owner role (services.tenants._check_owner_rules); others are not offered it.
     return [
         (value, label) for value, label in Role.choices if value != Role.OWNER or actor_role == Role.OWNER
     ]

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from keys import crypto, services
 from keys.models import AuditEvent, Invitation, Membership, Role
+from keys.services import invitations
 
 User = get_user_model()
 STRONG = "correct-horse-battery-staple-42"
@@ -247,14 +248,14 @@ def test_accept_is_compare_and_set(tenant, django_user_model, monkeypatch):
         tenant=tenant, email="race@person.example", role=Role.VIEWER, actor_role=Role.OWNER
     )
     user = django_user_model.objects.create_user(username="race@person.example", email="race@person.example")
-    real_same_email = services._same_email
+    real_same_email = invitations._same_email
 
     def concurrent_acceptance_wins(a: str, b: str) -> bool:
         # Runs after this acceptance checked the state, before it claims the invitation.
         Invitation.objects.filter(pk=invitation.pk).update(accepted_at=timezone.now())
         return real_same_email(a, b)
 
-    monkeypatch.setattr(services, "_same_email", concurrent_acceptance_wins)
+    monkeypatch.setattr(invitations, "_same_email", concurrent_acceptance_wins)
     with pytest.raises(ValidationError) as refused:
         services.invitation_accept(token=token, user=user)
     assert refused.value.code == "accepted"

@@ -1,4 +1,4 @@
-"""Writes (keys/services.py): validation by field, secrets shown once and stored hashed, the audit trail."""
+"""Writes (keys/services/): validation by field, secrets shown once and stored hashed, the audit trail."""
 
 from datetime import timedelta
 from io import StringIO

@@ -1,0 +1,179 @@
+"""Upstreams: where the proxy relays to, with their credentials (stored encrypted) and the SSRF refusal."""
+
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from keys import crypto, validators
+from keys.models import AuthType, Tenant, Upstream
+from keys.services.audit import Actor, audit_record
+
+UPSTREAM_FIELDS = ("name", "base_url", "auth_type", "auth_name", "timeout_seconds", "is_active")
+
+
+def _upstream_check_auth(upstream: Upstream, auth_value: str | None) -> None:
+    has_value = bool(auth_value) if auth_value is not None else upstream.has_credential
+    errors: dict[str, list[str]] = {}
+    if upstream.auth_type == AuthType.NONE:
+        return
+    if not has_value:
+        errors["auth_value"] = [f"Auth type {upstream.auth_type!r} needs a value."]
+    if upstream.auth_type in (AuthType.HEADER, AuthType.QUERY):
+        if not upstream.auth_name or not validators.HEADER_OR_PARAM_NAME.match(upstream.auth_name):
+            errors["auth_name"] = [
+                f"Auth type {upstream.auth_type!r} needs a name (letters, digits, - and _)."
+            ]
+        elif (
+            upstream.auth_type == AuthType.HEADER
+            and upstream.auth_name.lower() in validators.RESERVED_HEADERS
+        ):
+            errors["auth_name"] = [f"{upstream.auth_name!r} is a header the proxy manages itself."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _destination(url: str) -> tuple[str, str, int | None]:
+    """Where a URL connects: scheme, host and port (the path does not change the machine)."""
+    parts = urlsplit(str(url))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def upstream_validate(
+    *,
+    upstream: Upstream,
+    auth_value: str | None,
+    actor_is_staff: bool,
+    resolve: validators.Resolver = validators.resolve_host,
+) -> None:
+    """Raise ValidationError (by field) unless the upstream may be saved: URL, SSRF, auth."""
+    if upstream.allow_private_network and not actor_is_staff:
+        raise ValidationError(
+            {"allow_private_network": ["Only staff may allow an upstream on a private network."]}
+        )
+    upstream.full_clean()
+    upstream.base_url = validators.clean_upstream_url(upstream.base_url)
+    _upstream_check_auth(upstream, auth_value)
+    if not upstream.allow_private_network:
+        try:
+            validators.check_public_destination(upstream.base_url, resolve=resolve)
+        except ValidationError as exc:
+            raise ValidationError({"base_url": exc.messages}) from exc
+
+
+def _upstream_set_credential(upstream: Upstream, auth_value: str | None) -> None:
+    if upstream.auth_type == AuthType.NONE:
+        upstream.auth_name = ""
+        upstream.auth_value_encrypted = ""
+    elif auth_value is not None:
+        upstream.auth_value_encrypted = crypto.encrypt(auth_value)
+
+
+@transaction.atomic
+def upstream_create(
+    *,
+    tenant: Tenant | None,
+    slug: str,
+    base_url: str,
+    name: str = "",
+    auth_type: str = AuthType.NONE,
+    auth_name: str = "",
+    auth_value: str = "",
+    timeout_seconds: int = 30,
+    is_active: bool = True,
+    allow_private_network: bool = False,
+    actor: Actor = None,
+    actor_is_staff: bool = False,
+    ip_address: str | None = None,
+    resolve: validators.Resolver = validators.resolve_host,
+) -> Upstream:
+    """A tenant's own upstream, or a global one (tenant None) made by staff. Refuses private addresses
+    unless staff allowed them."""
+    if tenant is None and not actor_is_staff:
+        raise ValidationError({"tenant": ["Only staff may create a global upstream."]})
+    upstream = Upstream(
+        tenant=tenant,
+        slug=slug,
+        name=name or slug,
+        base_url=base_url,
+        auth_type=auth_type,
+        auth_name=auth_name,
+        timeout_seconds=timeout_seconds,
+        is_active=is_active,
+        allow_private_network=allow_private_network,
+    )
+    upstream_validate(
+        upstream=upstream, auth_value=auth_value, actor_is_staff=actor_is_staff, resolve=resolve
+    )
+    _upstream_set_credential(upstream, auth_value)
+    upstream.save()
+    audit_record(
+        action="upstream.created",
+        tenant=tenant,
+        actor=actor,
+        target=upstream,
+        ip_address=ip_address,
+        data={"base_url": upstream.base_url, "auth_type": upstream.auth_type},
+    )
+    return upstream
+
+
+@transaction.atomic
+def upstream_update(
+    *,
+    upstream: Upstream,
+    actor: Actor = None,
+    actor_is_staff: bool = False,
+    auth_value: str | None = None,
+    allow_private_network: bool | None = None,
+    ip_address: str | None = None,
+    resolve: validators.Resolver = validators.resolve_host,
+    **fields: object,
+) -> Upstream:
+    """Change an upstream's fields; `auth_value` None keeps the stored credential."""
+    unknown = set(fields) - set(UPSTREAM_FIELDS)
+    if unknown:
+        raise ValidationError({name: ["This field cannot be changed."] for name in unknown})
+    old_destination = _destination(upstream.base_url)
+    for name, value in fields.items():
+        setattr(upstream, name, value)
+    if (
+        upstream.allow_private_network
+        and not actor_is_staff
+        and _destination(upstream.base_url) != old_destination
+    ):
+        # Staff allowed that one private host, not any: a tenant who moves the upstream elsewhere
+        # loses the permission, so the new destination must be public like any other.
+        upstream.allow_private_network = False
+    if allow_private_network is not None and allow_private_network != upstream.allow_private_network:
+        if not actor_is_staff:
+            raise ValidationError(
+                {"allow_private_network": ["Only staff may allow an upstream on a private network."]}
+            )
+        upstream.allow_private_network = allow_private_network
+    # A tenant editing an upstream staff put on a private network keeps that permission.
+    upstream_validate(upstream=upstream, auth_value=auth_value, actor_is_staff=True, resolve=resolve)
+    _upstream_set_credential(upstream, auth_value)
+    upstream.save()
+    changed = sorted(fields) + (["auth_value"] if auth_value is not None else [])
+    audit_record(
+        action="upstream.updated",
+        tenant=upstream.tenant,
+        actor=actor,
+        target=upstream,
+        ip_address=ip_address,
+        data={"fields": changed},
+    )
+    return upstream
+
+
+@transaction.atomic
+def upstream_delete(*, upstream: Upstream, actor: Actor = None, ip_address: str | None = None) -> None:
+    audit_record(
+        action="upstream.deleted", tenant=upstream.tenant, actor=actor, target=upstream, ip_address=ip_address
+    )
+    upstream.delete()
