@@ -1,6 +1,8 @@
 """The role rules and tenant scope of every portal page, from one table. A new route that is not in the
 table fails the first test: each page must say who may use it."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -8,6 +10,9 @@ from keys import selectors, services
 from keys.models import AuditEvent, Role
 from keys.portal.urls import urlpatterns
 
+# What a template tag or comment looks like when the template language did not take it (a {# #}
+# comment over several lines, say): it would show on the page as text.
+TEMPLATE_SYNTAX = re.compile(r"\{[#%{]|[#%}]\}")
 ROLES = [Role.VIEWER, Role.DEVELOPER, Role.ADMIN, Role.OWNER]
 # Pages anyone may open: signing up and in, password reset, an invitation's landing pages.
 PUBLIC = {
@@ -125,6 +130,8 @@ def test_each_role_gets_exactly_the_pages_its_rank_allows(portal_client, own, na
 
     if selectors.role_at_least(role=role, minimum=least):
         assert answer.status_code in (200, 302), answer.status_code
+        body = b"".join(answer.streaming_content) if answer.streaming else answer.content
+        assert not TEMPLATE_SYNTAX.search(body.decode()), "template syntax rendered as text"
     else:
         assert answer.status_code == 403
         if name not in READ_ONLY:
@@ -192,3 +199,12 @@ def test_switching_to_a_hostile_tenant_name_is_not_found(portal_client, slug):
     assert (
         portal_client(Role.OWNER).post(reverse("portal:tenant_switch"), {"tenant": slug}).status_code == 404
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["signup", "login", "password_reset", "password_reset_done", "password_reset_complete"]
+)
+def test_public_pages_render_no_template_syntax_as_text(client, db, name):
+    answer = client.get(reverse(f"portal:{name}"))
+    assert answer.status_code == 200
+    assert not TEMPLATE_SYNTAX.search(answer.content.decode())
