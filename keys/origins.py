@@ -79,7 +79,7 @@ def parse_pattern(entry: str) -> OriginPattern:
         raise OriginError("an origin must be a non-empty string")
     text = entry.strip()
     if any(ch.isspace() for ch in text):
-        raise OriginError(f"{entry!r} contains white space")
+        raise OriginError(f"{entry!r} contains white space: one origin a line, as https://app.example.com")
     scheme = None
     if "://" in text:
         scheme, _, text = text.partition("://")

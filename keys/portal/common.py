@@ -1,6 +1,7 @@
 """What every portal page shares: the layout's context, the tenant a member acts for, role checks,
 the client address for the audit trail, and a service's ValidationError shown on a form."""
 
+import secrets
 from collections.abc import Callable
 from functools import wraps
 from typing import TypeVar
@@ -16,6 +17,11 @@ from keys.models import Role
 from keys.request_ids import client_address
 
 TENANT_SESSION_KEY = "tenant"
+# Forms whose POST must act once (create a key, rotate it, create a token): a browser's reload sends
+# the POST again, which would silently make a second key. Each form carries a token; the session maps
+# the tokens of the last few such forms to what their POST did ("" while not yet done).
+ONCE_SESSION_KEY = "once"
+ONCE_KEPT = 20
 T = TypeVar("T")
 
 
@@ -67,6 +73,26 @@ def or_404(lookup: Callable[..., T], **kwargs) -> T:
         return lookup(**kwargs)
     except ObjectDoesNotExist as exc:
         raise Http404 from exc
+
+
+def once_token(request: HttpRequest) -> str:
+    """A token for a form whose POST must act only once; the form sends it back as `once`."""
+    token = secrets.token_urlsafe(16)
+    tokens = {**request.session.get(ONCE_SESSION_KEY, {}), token: ""}
+    request.session[ONCE_SESSION_KEY] = dict(list(tokens.items())[-ONCE_KEPT:])
+    return token
+
+
+def already_done(request: HttpRequest) -> str | None:
+    """Where to see what this POST already did, when the browser sends it again; else None."""
+    return request.session.get(ONCE_SESSION_KEY, {}).get(request.POST.get("once", "")) or None
+
+
+def mark_done(request: HttpRequest, url: str) -> None:
+    """Remember that this POST's form has acted, and where its result is."""
+    tokens = request.session.get(ONCE_SESSION_KEY, {})
+    if request.POST.get("once", "") in tokens:
+        request.session[ONCE_SESSION_KEY] = {**tokens, request.POST["once"]: url}
 
 
 def can(request: HttpRequest, minimum: str) -> bool:

@@ -47,7 +47,9 @@ class NewPasswordForm(forms.Form):
 class SignupForm(NewPasswordForm):
     """A new account and its organisation; refused with a form error while the client is rate limited."""
 
-    email = forms.EmailField(max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+    email = forms.EmailField(
+        label="E-mail", max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "email"})
+    )
     organisation = forms.CharField(label="Organisation name", max_length=200)
 
     field_order = ["email", "password1", "password2", "organisation"]
@@ -84,10 +86,18 @@ class SignupForm(NewPasswordForm):
 class RateLimitedAuthenticationForm(AuthenticationForm):
     """Django's login form, refusing before any password check while the caller is rate limited."""
 
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "The e-mail or the password is wrong (passwords are case-sensitive).",
+    }
+
     def __init__(self, request=None, *args, limited: bool = False, **kwargs) -> None:
         super().__init__(request, *args, **kwargs)
         self.limited = limited
         self.fields["username"].label = "E-mail"
+        self.error_messages["invalid_login"] = (
+            "The e-mail or the password is wrong (the password is case-sensitive)."
+        )
 
     def clean(self) -> dict:
         if self.limited:
@@ -170,7 +180,10 @@ class ApiKeyCreateForm(forms.Form):
 
     def __init__(self, *args, tenant: Tenant, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["upstreams"].queryset = selectors.upstream_list(tenant=tenant)
+        upstreams = selectors.upstream_list(tenant=tenant)
+        self.fields["upstreams"].queryset = upstreams
+        if "upstreams" not in self.initial and len(choices := list(upstreams[:2])) == 1:
+            self.initial["upstreams"] = [choices[0].slug]  # the only one there is: a key needs one
 
     def clean(self) -> dict:
         cleaned = super().clean()

@@ -14,7 +14,9 @@ def _role_choices(actor_role: str) -> list[tuple[str, str]]:
 
 
 class InvitationForm(forms.Form):
-    email = forms.EmailField(max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "off"}))
+    email = forms.EmailField(
+        label="E-mail", max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "off"})
+    )
     role = forms.ChoiceField(choices=Role.choices, initial=Role.DEVELOPER)
 
     def __init__(self, *args, actor_role: str, **kwargs) -> None:

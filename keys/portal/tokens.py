@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from keys import selectors, services
 from keys.models import Role
 from keys.portal.admin_forms import ManagementTokenCreateForm
-from keys.portal.common import client_ip, or_404, page, tenant_view
+from keys.portal.common import already_done, client_ip, mark_done, once_token, or_404, page, tenant_view
 
 
 def _api_url(request: HttpRequest) -> str:
@@ -30,6 +30,9 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
 def token_create(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and (done := already_done(request)):
+        messages.info(request, "That token was already created; it was shown once. Revoke it if it is lost.")
+        return redirect(done)
     form = ManagementTokenCreateForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -42,12 +45,13 @@ def token_create(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_service_errors(exc)
         else:
+            mark_done(request, reverse("portal:token_list"))
             # The token is in this answer only: not stored in clear, not cached, never rendered again.
             context = {"token": token, "secret": clear, "api_url": _api_url(request)}
             response = page(request, "portal/token_created.html", context)
             response["Cache-Control"] = "no-store"
             return response
-    return page(request, "portal/token_create.html", {"form": form})
+    return page(request, "portal/token_create.html", {"form": form, "once": once_token(request)})
 
 
 @require_http_methods(["GET", "POST"])

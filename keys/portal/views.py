@@ -11,6 +11,8 @@ from django.core.validators import slug_re
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -19,7 +21,18 @@ from django_ratelimit.core import is_ratelimited
 from keys import selectors, services
 from keys.models import ApiKey, Role, Tenant
 from keys.portal.accounts import email_confirmation_send
-from keys.portal.common import TENANT_SESSION_KEY, can, client_ip, client_key, or_404, page, tenant_view
+from keys.portal.common import (
+    TENANT_SESSION_KEY,
+    already_done,
+    can,
+    client_ip,
+    client_key,
+    mark_done,
+    once_token,
+    or_404,
+    page,
+    tenant_view,
+)
 from keys.portal.forms import (
     ApiKeyCreateForm,
     ApiKeyEditForm,
@@ -137,6 +150,11 @@ def key_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.DEVELOPER)
 def key_create(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and (done := already_done(request)):
+        messages.info(
+            request, "That key was already created; its secret was shown once. Rotate it if it is lost."
+        )
+        return redirect(done)
     form = ApiKeyCreateForm(request.POST or None, tenant=request.tenant)
     if request.method == "POST" and form.is_valid():
         fields = {name: form.cleaned_data[name] for name in services.KEY_FIELDS}
@@ -151,11 +169,12 @@ def key_create(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_service_errors(exc)
         else:
+            mark_done(request, reverse("portal:key_detail", args=[api_key.key_id]))
             # The secret is in this answer only: not stored, not cached, never rendered again.
             response = page(request, "portal/key_created.html", {"key": api_key, "secret": secret})
             response["Cache-Control"] = "no-store"
             return response
-    return page(request, "portal/key_create.html", {"form": form})
+    return page(request, "portal/key_create.html", {"form": form, "once": once_token(request)})
 
 
 def _snippet_context(request: HttpRequest, api_key: ApiKey) -> dict:
@@ -163,8 +182,8 @@ def _snippet_context(request: HttpRequest, api_key: ApiKey) -> dict:
     (through its first upstream). Never the secret: snippets read it from KEY_SECRET."""
     gateway = request.build_absolute_uri("/").rstrip("/")
     upstream = api_key.upstreams.first()
-    slug = upstream.slug if upstream else "UPSTREAM"
-    return {"gateway": gateway, "proxy_url": f"{gateway}/proxy/{slug}/{api_key.key_id}/"}
+    proxy_url = f"{gateway}/proxy/{upstream.slug}/{api_key.key_id}/" if upstream else ""
+    return {"gateway": gateway, "proxy_url": proxy_url, "now": timezone.now()}
 
 
 @require_GET
@@ -225,6 +244,10 @@ def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
 def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
     """GET asks for confirmation and a grace period; only POST rotates."""
     api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
+    if request.method == "POST" and (done := already_done(request)):
+        # A reload would rotate again, and the secret just shown would stop working.
+        messages.info(request, "The secret was already rotated; the new one was shown once.")
+        return redirect(done)
     if api_key.state == "revoked":
         return page(request, "portal/key_rotate.html", {"key": api_key, "form": None})
     form = ApiKeyRotateForm(request.POST if request.method == "POST" else None)
@@ -239,8 +262,10 @@ def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
         except ValidationError as exc:
             form.add_service_errors(exc)
         else:
+            mark_done(request, reverse("portal:key_detail", args=[api_key.key_id]))
             # As at creation: the new secret is in this answer only, never stored or cached.
             response = page(request, "portal/key_rotated.html", {"key": api_key, "secret": secret})
             response["Cache-Control"] = "no-store"
             return response
-    return page(request, "portal/key_rotate.html", {"key": api_key, "form": form})
+    context = {"key": api_key, "form": form, "once": once_token(request)}
+    return page(request, "portal/key_rotate.html", context)

@@ -231,6 +231,33 @@ def test_key_list_counts_each_keys_requests_since_midnight_utc(portal_client, te
     assert "42 requests today" in answer.content.decode()
 
 
+def test_key_page_tells_a_rotation_grace_and_hides_snippets_when_they_cannot_work(
+    portal_client, tenant, api_key
+):
+    client = portal_client(Role.VIEWER)
+    services.api_key_rotate(api_key=api_key, grace=timedelta(hours=1), actor="test")
+    page = client.get(reverse("portal:key_detail", args=[api_key.key_id])).content.decode()
+    assert "previous secret still works until" in page and 'id="snippet-curl"' in page
+
+    no_upstream, _ = services.api_key_create(tenant=tenant, name="bare", actor="test")
+    page = client.get(reverse("portal:key_detail", args=[no_upstream.key_id])).content.decode()
+    assert "may call no upstream yet" in page and "snippet-" not in page and "UPSTREAM" not in page
+
+    services.api_key_revoke(api_key=api_key, actor="test")
+    page = client.get(reverse("portal:key_detail", args=[api_key.key_id])).content.decode()
+    assert "This key is revoked" in page and "snippet-" not in page
+
+
+def test_the_only_upstream_is_chosen_for_a_new_key(portal_client, loopback_upstream):
+    form = portal_client(Role.DEVELOPER).get(reverse("portal:key_create")).context["form"]
+    assert form["upstreams"].value() == ["local"]
+
+
+def test_a_wrong_password_says_so_in_words_that_fit_the_form(client, member):
+    answer = client.post(reverse("portal:login"), {"username": member.username, "password": "nope"})
+    assert "The e-mail or the password is wrong" in answer.content.decode()
+
+
 def test_key_detail_shows_snippets_with_key_id(portal_client, api_key):
     client = portal_client(Role.VIEWER)
     page = client.get(reverse("portal:key_detail", args=[api_key.key_id])).content.decode()

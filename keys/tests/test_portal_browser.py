@@ -15,7 +15,7 @@ def test_sign_up_create_key_secret_shown_once(site):
     # in a greenlet, where the ORM would open a connection of its own that nothing closes.
     with browser_page() as page:
         page.goto(f"{site.url}/portal/signup")
-        page.get_by_label("Email").fill("grace@hopper.example")
+        page.get_by_label("E-mail").fill("grace@hopper.example")
         page.get_by_label("Password", exact=True).fill("correct-horse-battery-staple-42")
         page.get_by_label("Password again").fill("correct-horse-battery-staple-42")
         page.get_by_label("Organisation name").fill("Hopper Labs")
