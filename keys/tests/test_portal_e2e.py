@@ -164,6 +164,7 @@ def developer(acme):
     """A developer of Acme Robotics who signs in with EMAIL and PASSWORD."""
     user = get_user_model().objects.create_user(username=EMAIL, email=EMAIL, password=PASSWORD)
     services.membership_set(tenant=acme, user=user, role=Role.DEVELOPER, actor="test")
+    services.email_confirm(user=user, method="link")  # as if they had opened the mailed link
     return user
 
 
