@@ -248,6 +248,23 @@ def test_key_page_tells_a_rotation_grace_and_hides_snippets_when_they_cannot_wor
     assert "This key is revoked" in page and "snippet-" not in page
 
 
+@pytest.mark.parametrize(
+    ("restriction", "warned"),
+    [
+        ({}, True),
+        ({"secret_required": True}, False),
+        ({"allowed_origins": ["https://a.example"]}, False),
+        ({"allowed_ips": ["203.0.113.0/24"]}, False),
+    ],
+)
+def test_an_open_key_is_called_out_on_its_page(portal_client, tenant, restriction, warned):
+    api_key, _ = services.api_key_create(tenant=tenant, name="k", actor="test", **restriction)
+    page = (
+        portal_client(Role.VIEWER).get(reverse("portal:key_detail", args=[api_key.key_id])).content.decode()
+    )
+    assert ("This key is open" in page) is warned
+
+
 def test_the_only_upstream_is_chosen_for_a_new_key(portal_client, loopback_upstream):
     form = portal_client(Role.DEVELOPER).get(reverse("portal:key_create")).context["form"]
     assert form["upstreams"].value() == ["local"]
