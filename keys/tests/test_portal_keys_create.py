@@ -8,24 +8,13 @@ import pytest
 from django.urls import reverse
 
 from keys.models import ApiKey, AuditEvent, Role
+from keys.tests.portal_helpers import key_form_data
 
 SECRET_RE = re.compile(r"sk_[0-9A-Za-z]{20,}")
 
 
 def create_data(**overrides) -> dict:
-    return {
-        "name": "web app",
-        "upstreams": [],
-        "allowed_origins": "",
-        "allowed_ips": "",
-        "allowed_user_agents": "",
-        "allowed_http_methods": "",
-        "allowed_rpc_methods": "",
-        "rate_limit": "",
-        "daily_quota": "",
-        "expires_at": "",
-        **overrides,
-    }
+    return key_form_data(**overrides)
 
 
 def test_create_page_has_every_key_field_and_says_the_expiry_is_utc(portal_client):

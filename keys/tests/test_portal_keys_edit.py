@@ -13,25 +13,14 @@ from django.utils import timezone
 
 from keys import selectors, services
 from keys.models import ApiKey, AuditEvent, Role
+from keys.tests.portal_helpers import key_form_data
 
 User = get_user_model()
 SECRET_RE = re.compile(r"sk_[0-9A-Za-z]{20,}")
 
 
 def edit_data(**overrides) -> dict:
-    return {
-        "name": "web app",
-        "upstreams": ["local"],
-        "allowed_origins": "",
-        "allowed_ips": "",
-        "allowed_user_agents": "",
-        "allowed_http_methods": "",
-        "allowed_rpc_methods": "",
-        "rate_limit": "",
-        "daily_quota": "",
-        "expires_at": "",
-        **overrides,
-    }
+    return key_form_data(**{"upstreams": ["local"], **overrides})
 
 
 def _snapshot(key: ApiKey) -> tuple:

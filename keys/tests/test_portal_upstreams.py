@@ -32,6 +32,23 @@ def dns(monkeypatch):
 
 
 @pytest.fixture
+def private_upstream(tenant, staff_user):
+    """A factory: the tenant's upstream `acme-internal` at `base_url`, a private host staff allowed."""
+
+    def make(base_url: str):
+        return services.upstream_create(
+            tenant=tenant,
+            slug="acme-internal",
+            base_url=base_url,
+            allow_private_network=True,
+            actor=staff_user,
+            actor_is_staff=True,
+        )
+
+    return make
+
+
+@pytest.fixture
 def secret_upstream(tenant, dns):
     """The tenant's upstream with a header credential."""
     return services.upstream_create(
@@ -361,15 +378,8 @@ def test_switching_to_header_auth_without_a_credential_is_refused(portal_client,
     assert _snapshot(tenant_upstream) == before
 
 
-def test_editing_a_staff_permitted_private_upstream_keeps_the_permission(portal_client, tenant, staff_user):
-    upstream = services.upstream_create(
-        tenant=tenant,
-        slug="acme-internal",
-        base_url="http://10.0.0.8",
-        allow_private_network=True,
-        actor=staff_user,
-        actor_is_staff=True,
-    )
+def test_editing_a_staff_permitted_private_upstream_keeps_the_permission(portal_client, private_upstream):
+    upstream = private_upstream("http://10.0.0.8")
     answer = portal_client(Role.ADMIN).post(
         url("upstream_edit", "acme-internal"), edit_data(upstream, name="Internal", allow_private_network="")
     )
@@ -388,17 +398,10 @@ def test_editing_a_staff_permitted_private_upstream_keeps_the_permission(portal_
     ],
 )
 def test_moving_a_staff_permitted_private_upstream_elsewhere_is_refused(
-    portal_client, tenant, staff_user, new_url
+    portal_client, private_upstream, new_url
 ):
     # Staff allowed one private host; a tenant admin may not point the upstream at any other machine.
-    upstream = services.upstream_create(
-        tenant=tenant,
-        slug="acme-internal",
-        base_url="http://10.0.0.8",
-        allow_private_network=True,
-        actor=staff_user,
-        actor_is_staff=True,
-    )
+    upstream = private_upstream("http://10.0.0.8")
     before = _snapshot(upstream)
 
     answer = portal_client(Role.ADMIN).post(
@@ -410,15 +413,8 @@ def test_moving_a_staff_permitted_private_upstream_elsewhere_is_refused(
     assert _snapshot(upstream) == before
 
 
-def test_a_new_path_on_the_permitted_private_host_is_fine(portal_client, tenant, staff_user):
-    upstream = services.upstream_create(
-        tenant=tenant,
-        slug="acme-internal",
-        base_url="http://10.0.0.8/v1",
-        allow_private_network=True,
-        actor=staff_user,
-        actor_is_staff=True,
-    )
+def test_a_new_path_on_the_permitted_private_host_is_fine(portal_client, private_upstream):
+    upstream = private_upstream("http://10.0.0.8/v1")
     answer = portal_client(Role.ADMIN).post(
         url("upstream_edit", "acme-internal"), edit_data(upstream, base_url="http://10.0.0.8/v2")
     )
