@@ -31,7 +31,11 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
     SECRET_KEY = "insecure-development-only-key-do-not-use-in-production"  # noqa: S105
 
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+# Hosts that serve only the proxy (`/proxy/`), never the portal, admin or API: proxied content then
+# never shares an origin (nor cookies) with the site. Recommended in production. Empty: every host
+# serves both. Entries as in DJANGO_ALLOWED_HOSTS (`.example.com` for subdomains); they are allowed hosts.
+PROXY_HOSTS = env_list("PROXY_HOSTS")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]") + PROXY_HOSTS
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
@@ -53,6 +57,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "keys.middleware.RequestIdMiddleware",
+    "proxy.middleware.ProxyHostsMiddleware",
     # Before anything that can answer (CommonMiddleware's redirects), so those answers carry CORS too.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",

@@ -45,6 +45,9 @@ class Facts:
     client_ip: str
     user_agent: str
     now: float
+    # The methods named by X-HTTP-Method-Override and its kin, which many frameworks obey over the
+    # request line: an HTTP-method allowlist must hold for them too.
+    method_overrides: tuple[str, ...] = ()
 
 
 def check_upstream(upstream: UpstreamPolicy | None, slug: str) -> Rejection | None:
@@ -165,20 +168,32 @@ def check_client(key: KeyPolicy, facts: Facts) -> Rejection | None:
             f"This user agent is not allowed for {key.key_id}.",
             detail=facts.user_agent,
         )
-    if key.http_methods and facts.method not in key.http_methods:
-        return reject(
-            "http_method_not_allowed",
-            f"HTTP method {facts.method} is not allowed for {key.key_id}.",
-            detail=facts.method,
-        )
+    if key.http_methods:
+        for method in (facts.method, *facts.method_overrides):
+            if method not in key.http_methods:
+                return reject(
+                    "http_method_not_allowed",
+                    f"HTTP method {method[:20]} is not allowed for {key.key_id}.",
+                    detail=method,
+                )
     return None
 
 
+def _refuse_duplicate_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """JSON objects with one value per name: parsers disagree on which of two `method`s counts (this
+    one read the last, many upstreams the first), so a body whose meaning depends on it is refused."""
+    payload = dict(pairs)
+    if len(payload) != len(pairs):
+        raise ValueError("duplicate name in a JSON object")
+    return payload
+
+
 def rpc_methods_of(body: bytes) -> list[str] | None:
-    """The method names of a JSON-RPC call or batch; None when the body is not JSON-RPC."""
+    """The method names of a JSON-RPC call or batch; None when the body is not JSON-RPC (not JSON,
+    a name twice in one object, or nested past the parser's depth)."""
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        payload = json.loads(body, object_pairs_hook=_refuse_duplicate_names)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     calls = payload if isinstance(payload, list) else [payload]
     if not calls or not all(isinstance(call, dict) and isinstance(call.get("method"), str) for call in calls):

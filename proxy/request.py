@@ -7,6 +7,9 @@ from keys.request_ids import client_address
 from proxy import checks
 from proxy.policy import KeyPolicy
 
+# Headers with which a client asks a framework to treat the request as another method.
+METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+
 
 def facts_of(request: HttpRequest, now: float) -> checks.Facts:
     """What the checks read of the request."""
@@ -17,6 +20,9 @@ def facts_of(request: HttpRequest, now: float) -> checks.Facts:
         client_ip=client_address(request),
         user_agent=request.headers.get("User-Agent", ""),
         now=now,
+        method_overrides=tuple(
+            value.strip().upper() for name in METHOD_OVERRIDES if (value := request.headers.get(name))
+        ),
     )
 
 

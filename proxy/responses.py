@@ -8,6 +8,18 @@ from proxy import upstream as outbound
 from proxy.policy import KeyPolicy, UpstreamPolicy
 from proxy.usage import REJECTED, UPSTREAM_ERROR, usage
 
+# Proxied content is someone else's, served on the site's own origin: a sandboxed document runs no
+# script and has an opaque origin, so an upstream's HTML can never act as the portal or the admin
+# (CSP does not apply to fetch/XHR callers, so nothing legitimate breaks); nosniff stops a browser
+# from reading a script or a page into an answer labelled as something else.
+CONTENT_ISOLATION = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+
+
+def answer_headers(request_id: str) -> dict[str, str]:
+    """The headers every proxied answer carries, refusals and streams included (DESIGN.md "CORS":
+    Vary: Origin on every answer, since the CORS grant depends on it)."""
+    return {"X-Request-Id": request_id, "Vary": "Origin", **CONTENT_ISOLATION}
+
 
 def refuse(
     rejection: checks.Rejection, headers: dict[str, str], *, key_id: str | None, outcome: str = REJECTED
@@ -41,7 +53,8 @@ def preflight(key: KeyPolicy, origin: str, requested_headers: str, headers: dict
 
 
 def relayed(answer, upstream: UpstreamPolicy, key: KeyPolicy, headers: dict[str, str], deadline: float):
-    """The upstream's answer: read whole when small and of known length, streamed otherwise."""
+    """The upstream's answer: read whole when small and of known length, streamed otherwise. The status
+    line's reason is the standard one: an upstream's own text is not trusted onto the wire."""
     length = answer.length_remaining
     if length is not None and length <= outbound.SMALL_ANSWER_BYTES:
         content = outbound.read_small_body(answer, deadline)
@@ -49,13 +62,22 @@ def relayed(answer, upstream: UpstreamPolicy, key: KeyPolicy, headers: dict[str,
             return refuse(
                 outbound.timeout_rejection(upstream), headers, key_id=key.key_id, outcome=UPSTREAM_ERROR
             )
-        response = HttpResponse(content, status=answer.status, reason=answer.reason)
+        response = HttpResponse(content, status=answer.status)
     else:
         body = outbound.stream_body(answer, deadline)
-        response = StreamingHttpResponse(body, status=answer.status, reason=answer.reason)
+        response = StreamingHttpResponse(body, status=answer.status)
     del response["Content-Type"]  # the upstream's own, if any, comes with its headers below
-    for name, value in outbound.response_headers(answer.headers):
+    for name, value in outbound.response_headers(answer.headers, upstream):
         response.headers[name] = value
+    upstream_vary = response.headers.get("Vary")
     for name, value in headers.items():
         response.headers[name] = value
+    if upstream_vary and upstream_vary.strip() != "*":
+        # The upstream's own Vary still holds for caches; ours adds Origin to it.
+        names = [part.strip() for part in upstream_vary.split(",") if part.strip()]
+        if "origin" not in {name.lower() for name in names}:
+            names.append("Origin")
+        response.headers["Vary"] = ", ".join(names)
+    elif upstream_vary:
+        response.headers["Vary"] = "*"
     return response

@@ -7,11 +7,12 @@ name (Host, SNI, certificate check) — so DNS rebinding cannot turn a checked n
 """
 
 import base64
+import functools
 import re
 import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import urllib3
 from django.conf import settings
@@ -43,16 +44,26 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Never forwarded upstream: the client's own credentials and what the proxy sets itself.
+# Never forwarded upstream: the client's own credentials, what the proxy sets itself, and the headers
+# by which an upstream's framework would believe the client about its address, scheme, host or path
+# (the proxy sets X-Forwarded-For/-Proto/-Host itself, from the trusted-proxy rule; every other
+# x-forwarded-* is dropped by prefix).
 REQUEST_DROPPED = HOP_BY_HOP | {
     "authorization",
     "cookie",
     "host",
     "content-length",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
     "x-request-id",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
 }
 RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie", "x-request-id"}
 PATH_UNSAFE = re.compile(r"%(2e|2f|5c|00|25)|[\x00-\x1f\x7f\\]", re.IGNORECASE)
@@ -68,14 +79,17 @@ class UpstreamBlocked(Exception):
 
 def outbound_path(upstream: UpstreamPolicy, path: str) -> str | None:
     """The upstream request path for the proxied `path` (already percent-decoded once by the server),
-    or None when it could leave the base path: dot segments, empty segments (`//host`), encoded
-    separators or dots left after decoding (`%252e`), backslashes and control characters."""
+    or None when it could leave the base path: dot segments (also with matrix parameters, `..;`), empty
+    segments (`//host`), encoded separators or dots left after decoding (`%252e`), backslashes and
+    control characters."""
     if PATH_UNSAFE.search(path):
         return None
     segments = path.split("/") if path else []
     if segments and segments[-1] == "":
         segments.pop()  # one trailing slash is kept below, as the client sent it
-    if any(segment in ("", ".", "..") for segment in segments):
+    # A segment's matrix parameters (`..;x`, `.;/`) are cut off by Tomcat, Jetty and Spring before they
+    # resolve dot segments, so `..;` climbs there: judge each segment by what precedes its first `;`.
+    if any(segment.partition(";")[0] in ("", ".", "..") for segment in segments):
         return None
     tail = "/".join(quote(segment, safe="!$&'()*+,;=:@-._~") for segment in segments)
     trailing = "/" if path.endswith("/") and tail else ""
@@ -117,7 +131,11 @@ def outbound_headers(
     headers: dict[str, str] = {}
     for name, value in client_headers:
         lower = name.lower()
-        if lower in REQUEST_DROPPED or lower in connection_named or lower.startswith("proxy-"):
+        if (
+            lower in REQUEST_DROPPED
+            or lower in connection_named
+            or lower.startswith(("proxy-", "x-forwarded-"))
+        ):
             continue
         if lower == credential_name:
             continue
@@ -130,20 +148,83 @@ def outbound_headers(
     return headers
 
 
-def response_headers(upstream_headers) -> list[tuple[str, str]]:
-    """Upstream answer headers minus hop-by-hop, Set-Cookie and Access-Control-* (the proxy answers CORS)."""
+# RFC 9110 field names are tokens; values are visible characters, spaces and tabs. Anything else from
+# an upstream is dropped, never passed to the server (which would fail the whole answer).
+FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+FIELD_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+OBS_FOLD = re.compile(r"\r?\n[ \t]+")
+URL_HEADERS = frozenset({"location", "content-location"})
+# Below this length a credential is too short to look for inside other text without false matches.
+CREDENTIAL_SEARCH_MIN = 6
+
+
+@functools.lru_cache(maxsize=1024)
+def _credential_forms(auth_type: str, auth_name: str, auth_value: str) -> tuple[str, ...]:
+    """The spellings of an upstream credential that must never travel back to the caller."""
+    if auth_type == AuthType.NONE or len(auth_value) < CREDENTIAL_SEARCH_MIN:
+        return ()
+    forms = {auth_value, quote(auth_value, safe=""), quote_plus(auth_value, safe="")}
+    if auth_type == AuthType.BASIC:
+        forms.add(base64.b64encode(f"{auth_name}:{auth_value}".encode()).decode())
+    return tuple(forms)
+
+
+def _without_query_credential(url: str, parameter: str) -> str:
+    """`url` minus the query parameter the upstream's credential travels in (an upstream redirect may
+    repeat the query it was sent)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [part for part in parts.query.split("&") if unquote_plus(part.split("=", 1)[0]) != parameter]
+    return urlunsplit(parts._replace(query="&".join(kept)))
+
+
+def response_headers(upstream_headers, upstream: UpstreamPolicy) -> list[tuple[str, str]]:
+    """Upstream answer headers minus hop-by-hop, Set-Cookie, Access-Control-* (the proxy answers CORS),
+    malformed fields, and anything that carries the upstream's own credential."""
     connection_named = {
         token.strip().lower()
         for value in upstream_headers.getlist("connection")
         for token in value.split(",")
     }
-    return [
-        (name, value)
-        for name, value in upstream_headers.iteritems()
-        if (lower := name.lower()) not in RESPONSE_DROPPED
-        and lower not in connection_named
-        and not lower.startswith("access-control-")
-    ]
+    chunked = "transfer-encoding" in upstream_headers
+    credential = credential_header(upstream)
+    credential_name = credential[0].lower() if credential else None
+    secrets = _credential_forms(upstream.auth_type, upstream.auth_name, upstream.auth_value)
+    kept = []
+    for name, value in upstream_headers.iteritems():
+        lower = name.lower()
+        if (
+            lower in RESPONSE_DROPPED
+            or lower in connection_named
+            or lower.startswith("access-control-")
+            or lower == credential_name
+            or (lower == "content-length" and chunked)  # RFC 9112 6.1: chunked overrides it
+            or not FIELD_NAME.match(name)
+        ):
+            continue
+        value = OBS_FOLD.sub(" ", value).strip()  # RFC 9112 5.2: a proxy replaces obs-fold by spaces
+        if FIELD_VALUE_FORBIDDEN.search(value):
+            continue
+        if lower in URL_HEADERS and upstream.auth_type == AuthType.QUERY:
+            value = _without_query_credential(value, upstream.auth_name)
+        if any(secret in value for secret in secrets):
+            continue
+        kept.append((name, value))
+    return kept
+
+
+def answer_problem(response) -> Rejection | None:
+    """A refusal for an upstream answer no client should get: a status outside 200-599 or a
+    Content-Length that is not one number (RFC 9112 6.3: a proxy answers 502 for it)."""
+    if not 200 <= response.status <= 599:
+        return reject("upstream_unreachable", f"The upstream answered with status {response.status}.")
+    lengths = {value.strip() for value in response.headers.getlist("content-length")}
+    if "transfer-encoding" not in response.headers and (
+        len(lengths) > 1 or any(not (length.isascii() and length.isdigit()) for length in lengths)
+    ):
+        return reject("upstream_unreachable", "The upstream sent an invalid Content-Length.")
+    return None
 
 
 class Client:
@@ -224,6 +305,9 @@ class Client:
             return None, timeout_rejection(upstream)
         except HTTPError as exc:
             return None, reject("upstream_unreachable", f"The upstream failed: {type(exc).__name__}.")
+        if problem := answer_problem(response):
+            response.close()  # never reused: what follows on this connection cannot be trusted
+            return None, problem
         return response, None
 
 

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from keys.request_ids import request_id
-from proxy import checks, cors, invalidation
+from proxy import checks, cors, hosts, invalidation
 from proxy import upstream as outbound
 from proxy.policy import PolicyUnavailable, policies
 from proxy.ratelimit import limiter
@@ -18,7 +18,7 @@ from proxy.request import (
     facts_of,
     forwarded_headers,
 )
-from proxy.responses import preflight, refuse, relayed
+from proxy.responses import answer_headers, preflight, refuse, relayed
 from proxy.usage import ALLOWED, UPSTREAM_ERROR, usage
 
 
@@ -26,11 +26,22 @@ from proxy.usage import ALLOWED, UPSTREAM_ERROR, usage
 def relay(request: HttpRequest, upstream_slug: str, key_id: str, path: str = "") -> HttpResponse:
     invalidation.start_listener()  # once per process; a no-op after that
     facts = facts_of(request, time.time())
-    headers = {"X-Request-Id": request_id(request)}
+    headers = answer_headers(request_id(request))
     try:
-        upstream, key = policies.upstream(upstream_slug), policies.key(key_id)
-    except PolicyUnavailable:
+        return _checked_relay(request, facts, headers, upstream_slug, key_id, path)
+    except PolicyUnavailable:  # the database is down and the key, upstream or token is not cached
         return refuse(checks.reject("service_unavailable", "Try again shortly."), headers, key_id=None)
+
+
+def _checked_relay(
+    request: HttpRequest,
+    facts: checks.Facts,
+    headers: dict[str, str],
+    upstream_slug: str,
+    key_id: str,
+    path: str,
+) -> HttpResponse:
+    upstream, key = policies.upstream(upstream_slug), policies.key(key_id)
     if facts.origin is not None:
         headers.update(cors.cors_headers(facts.origin, cors.cors_allowed(key, facts.origin)))
     # 1-4: upstream, key, key state, key may call the upstream.
@@ -77,11 +88,23 @@ def relay(request: HttpRequest, upstream_slug: str, key_id: str, path: str = "")
 def not_found(request: HttpRequest) -> HttpResponse:
     """A /proxy/ URL without an upstream and a key."""
     rejection = checks.reject("not_found", "Proxy URLs are /proxy/<upstream>/<key_id>/<path>.")
-    return refuse(rejection, {"X-Request-Id": request_id(request)}, key_id=None)
+    return refuse(rejection, answer_headers(request_id(request)), key_id=None)
+
+
+def bad_host(request: HttpRequest) -> HttpResponse:
+    """A Host header outside DJANGO_ALLOWED_HOSTS: refused here as the site refuses it."""
+    rejection = checks.reject("invalid_request", "The Host header names a host this server does not serve.")
+    return refuse(rejection, answer_headers(request_id(request)), key_id=None)
+
+
+def wrong_host(request: HttpRequest) -> HttpResponse:
+    """The proxy asked for on a site host, or the site on a proxy host (PROXY_HOSTS)."""
+    rejection = checks.reject("not_found", hosts.wrong_host_message(request.path_info))
+    return refuse(rejection, answer_headers(request_id(request)), key_id=None)
 
 
 def internal_error(request: HttpRequest) -> HttpResponse:
     rejection = checks.Rejection(
         500, "internal_error", "The proxy failed; the request id helps find out why."
     )
-    return refuse(rejection, {"X-Request-Id": request_id(request)}, key_id=None)
+    return refuse(rejection, answer_headers(request_id(request)), key_id=None)

@@ -12,15 +12,16 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import WSGIRequest
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 
-from proxy import views
+from proxy import hosts, views
+from proxy.hosts import PROXY_PREFIX
 from proxy.urls import RELAY_PATH
 
 logger = logging.getLogger(__name__)
 
-PROXY_PREFIX = "/proxy/"
 _RELAY = re.compile(PROXY_PREFIX[1:] + RELAY_PATH.removeprefix("^"))
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -30,10 +31,19 @@ def proxy_application(environ: dict, start_response: Callable) -> Iterable[bytes
     request = WSGIRequest(environ)
     match = _RELAY.match(request.path_info[1:])
     try:
-        response = views.relay(request, **match.groupdict("")) if match else views.not_found(request)
-    except Exception:
-        logger.exception("proxy: unexpected error")
-        response = views.internal_error(request)
+        request.get_host()  # the site's rule (DJANGO_ALLOWED_HOSTS) holds here too; never sent upstream
+    except DisallowedHost:
+        response = views.bad_host(request)
+    else:
+        try:
+            response = views.relay(request, **match.groupdict("")) if match else views.not_found(request)
+        except Exception:
+            logger.exception("proxy: unexpected error")
+            response = views.internal_error(request)
+    return _answer(response, start_response)
+
+
+def _answer(response: HttpResponse | StreamingHttpResponse, start_response: Callable) -> Iterable[bytes]:
     start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
     if isinstance(response, HttpResponse):
         # An answer already in memory goes back as a list: WSGI servers write a list in one go,
@@ -43,11 +53,16 @@ def proxy_application(environ: dict, start_response: Callable) -> Iterable[bytes
 
 
 def with_proxy_fast_path(site: WSGIApp) -> WSGIApp:
-    """Serve /proxy/ with proxy_application and everything else with `site`."""
+    """Serve /proxy/ with proxy_application and everything else with `site`, each only on its own
+    hosts when PROXY_HOSTS is set (proxy/hosts.py)."""
 
     def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").startswith(PROXY_PREFIX):
+        path = environ.get("PATH_INFO", "")
+        route = hosts.route_for(environ.get("HTTP_HOST", ""), path)
+        if route == "proxy":
             return proxy_application(environ, start_response)
+        if route == "wrong_host":
+            return _answer(views.wrong_host(WSGIRequest(environ)), start_response)
         return site(environ, start_response)
 
     return application

@@ -329,3 +329,26 @@ def test_allowlist_rejections_say_what_they_refused(rejection, detail):
 )
 def test_other_rejections_have_no_detail(rejection):
     assert rejection().detail == ""
+
+
+def test_method_override_headers_are_held_to_the_http_method_allowlist():
+    key = make_key(http_methods=frozenset({"GET"}))
+    refused = checks.check_client(key, facts(method="GET", method_overrides=("DELETE",)))
+    assert (refused.code, refused.detail) == ("http_method_not_allowed", "DELETE")
+    assert checks.check_client(key, facts(method="GET", method_overrides=("GET",))) is None
+    assert checks.check_client(make_key(), facts(method="GET", method_overrides=("DELETE",))) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc": "2.0", "method": "eth_blockNumber", "method": "admin_peers", "id": 1}',
+        b'[{"jsonrpc": "2.0", "method": "eth_blockNumber", "id": 1, "id": 2}]',
+        b'{"jsonrpc": "2.0", "method": "eth_blockNumber", "params": [{"a": 1, "a": 2}], "id": 1}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    ],
+)
+def test_ambiguous_or_bottomless_json_rpc_is_invalid_rpc_request(body):
+    key = make_key(rpc_methods=frozenset({"eth_blockNumber", "admin_peers"}))
+    assert code(checks.check_rpc_methods(key, body)) == "invalid_rpc_request"

@@ -1,7 +1,5 @@
 """The real proxy over HTTP (Django's live server) to a real upstream server on loopback."""
 
-import base64
-import http.client
 import json
 import time
 from datetime import timedelta
@@ -12,97 +10,12 @@ from django.test import override_settings
 from django.utils import timezone
 
 from keys import services
+from proxy.tests.relay_helpers import UPSTREAM_CREDENTIAL, basic, error_code, raw_get
 from proxy.tests.upstream_server import refused_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-UPSTREAM_CREDENTIAL = "upstream-credential-value"
 APP = "https://app.example.com"
-
-
-@pytest.fixture
-def echo(upstream_server):
-    return services.upstream_create(
-        tenant=None,
-        slug="echo",
-        base_url=f"{upstream_server.url}/echo",
-        auth_type="bearer",
-        auth_value=UPSTREAM_CREDENTIAL,
-        allow_private_network=True,
-        timeout_seconds=2,
-        actor="test",
-        actor_is_staff=True,
-    )
-
-
-@pytest.fixture
-def local_upstream(db):
-    """A staff-made upstream on loopback: local_upstream(slug, base_url, **fields)."""
-
-    def make(slug: str, base_url: str, **fields):
-        return services.upstream_create(
-            tenant=None,
-            slug=slug,
-            base_url=base_url,
-            allow_private_network=True,
-            actor="test",
-            actor_is_staff=True,
-            **fields,
-        )
-
-    return make
-
-
-@pytest.fixture
-def make_key(tenant, echo):
-    def make(**fields):
-        fields.setdefault("upstreams", [echo])
-        return services.api_key_create(tenant=tenant, name="app", actor="test", **fields)
-
-    return make
-
-
-@pytest.fixture
-def pool():
-    manager = urllib3.PoolManager(retries=False, timeout=10)
-    yield manager
-    manager.clear()
-
-
-@pytest.fixture
-def proxy(site, pool):
-    """Call the proxy: proxy(key, path, method=..., headers=..., body=..., upstream=...)."""
-
-    def call(key, path="", *, method="GET", headers=None, body=None, upstream="echo", secret=None):
-        headers = dict(headers or {})
-        if secret:
-            headers["Authorization"] = "Basic " + base64.b64encode(f":{secret}".encode()).decode()
-        url = f"{site.url}/proxy/{upstream}/{key.key_id}/{path}"
-        return pool.request(method, url, headers=headers, body=body, redirect=False)
-
-    return call
-
-
-def raw_get(site, target: str, headers=None) -> http.client.HTTPResponse:
-    """A request with the target exactly as written (no client-side normalisation)."""
-    host, port = site.url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    connection.request("GET", target, headers=headers or {})
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    return response
-
-
-def error_code(response) -> str:
-    assert response.headers["Content-Type"] == "application/json"
-    body = json.loads(response.data)
-    assert body["error"]["request_id"] == response.headers["X-Request-Id"]
-    return body["error"]["code"]
-
-
-def basic(secret: str, user: str = "") -> str:
-    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
 
 
 # --- Relay ----------------------------------------------------------------------------------------

@@ -52,6 +52,13 @@ def test_outbound_path_of_an_upstream_at_the_root():
         "a\nb",
         "%00",
         "%25",
+        # Matrix parameters: Tomcat, Jetty and Spring cut `;...` off a segment, then resolve the dots.
+        "..;/admin",
+        "..;",
+        "a;/..;/..;/admin",
+        ".;/x",
+        "..;jsessionid=1/admin",
+        ";/admin",
     ],
 )
 def test_outbound_path_refuses_escapes(path):
@@ -134,9 +141,72 @@ def test_answer_headers_drop_hop_by_hop_set_cookie_and_upstream_cors():
             ("Location", "https://elsewhere.test/"),
         ]
     )
-    kept = dict(outbound.response_headers(upstream_headers))
+    kept = dict(outbound.response_headers(upstream_headers, UPSTREAM))
     assert kept == {
         "Content-Type": "application/json",
         "X-Kept": "yes",
         "Location": "https://elsewhere.test/",
     }
+
+
+def test_a_semicolon_inside_an_ordinary_segment_is_relayed():
+    assert outbound.outbound_path(UPSTREAM, "a;v=1/b..c;x") == "/v1/a;v=1/b..c;x"
+
+
+CREDENTIAL = "upstream-secret-value"
+
+
+@pytest.mark.parametrize(
+    "location, expected",
+    [
+        (f"https://api.test/next?page=2&api_key={CREDENTIAL}", "https://api.test/next?page=2"),
+        (f"/v1/next?api_key={CREDENTIAL}&page=2", "/v1/next?page=2"),
+        ("/v1/next?api%5Fkey=anything&page=2", "/v1/next?page=2"),
+        ("/v1/next?page=2", "/v1/next?page=2"),
+    ],
+)
+def test_a_query_credential_is_taken_out_of_a_passed_back_location(location, expected):
+    upstream = replace(UPSTREAM, auth_type="query", auth_name="api_key", auth_value=CREDENTIAL)
+    headers = HTTPHeaderDict([("Location", location), ("Content-Location", location)])
+    kept = dict(outbound.response_headers(headers, upstream))
+    assert kept == {"Location": expected, "Content-Location": expected}
+
+
+@pytest.mark.parametrize(
+    "auth_type, auth_name, echoed",
+    [
+        ("header", "X-Api-Key", [("X-Api-Key", CREDENTIAL)]),
+        ("header", "X-Api-Key", [("X-Debug", f"sent key={CREDENTIAL}")]),
+        ("bearer", "", [("X-Echo-Authorization", f"Bearer {CREDENTIAL}")]),
+        ("basic", "user", [("X-Seen", "Basic dXNlcjp1cHN0cmVhbS1zZWNyZXQtdmFsdWU=")]),
+        ("query", "key", [("Link", f"</v1/next?key={CREDENTIAL}>; rel=next")]),
+    ],
+)
+def test_an_answer_header_echoing_the_upstream_credential_is_dropped(auth_type, auth_name, echoed):
+    upstream = replace(UPSTREAM, auth_type=auth_type, auth_name=auth_name, auth_value=CREDENTIAL)
+    headers = HTTPHeaderDict([("Content-Type", "text/plain"), *echoed])
+    assert outbound.response_headers(headers, upstream) == [("Content-Type", "text/plain")]
+
+
+def test_a_percent_encoded_credential_is_recognised_too():
+    upstream = replace(UPSTREAM, auth_type="header", auth_name="X-Api-Key", auth_value="a/b+c=d&e")
+    headers = HTTPHeaderDict([("X-Next", "/v1?k=a%2Fb%2Bc%3Dd%26e"), ("X-Other", "a+b")])
+    assert outbound.response_headers(headers, upstream) == [("X-Other", "a+b")]
+
+
+def test_obs_fold_becomes_a_space_and_fields_no_server_can_send_are_dropped():
+    headers = HTTPHeaderDict(
+        [
+            ("X-Folded", "first\r\n  second"),
+            ("X-Nul", "a\x00b"),
+            ("X-Bare-Cr", "a\rb"),
+            ("Bad Name", "x"),
+            ("X-Tab", "a\tb"),
+        ]
+    )
+    assert outbound.response_headers(headers, UPSTREAM) == [("X-Folded", "first second"), ("X-Tab", "a\tb")]
+
+
+def test_content_length_is_dropped_when_the_answer_is_chunked():
+    headers = HTTPHeaderDict([("Transfer-Encoding", "chunked"), ("Content-Length", "10")])
+    assert outbound.response_headers(headers, UPSTREAM) == []
