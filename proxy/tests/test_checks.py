@@ -348,6 +348,13 @@ def test_method_override_headers_are_held_to_the_http_method_allowlist():
         b"[" * 100_000 + b"]" * 100_000,
         b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
     ],
+    ids=[
+        "duplicate-method",
+        "duplicate-id-in-batch",
+        "duplicate-inside-params",
+        "nested-arrays",
+        "nested-objects",
+    ],
 )
 def test_ambiguous_or_bottomless_json_rpc_is_invalid_rpc_request(body):
     key = make_key(rpc_methods=frozenset({"eth_blockNumber", "admin_peers"}))
