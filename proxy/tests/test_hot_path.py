@@ -94,6 +94,29 @@ def test_database_down_keeps_cached_keys_working_and_others_answer_503(client, k
         connection.connect()
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    "sqlite" in settings.DATABASES["default"]["ENGINE"],
+    reason="an in-memory SQLite database cannot be taken down; runs on PostgreSQL",
+)
+def test_database_down_an_uncached_access_token_answers_503_not_500(client, key_and_secret):
+    key, _ = key_and_secret
+    _, token = services.access_token_issue(api_key=key, ttl=60)
+    assert _get(client, key).status_code == 200  # the key is cached; the token is not
+    settings_dict = connection.settings_dict
+    saved = dict(settings_dict)
+    connection.close()
+    settings_dict["PORT"] = "1"  # nothing listens there: every query fails to connect
+    try:
+        response = _get(client, key, HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "service_unavailable"
+    finally:
+        connection.close()
+        settings_dict.update(saved)
+        connection.connect()
+
+
 def test_redis_down_fails_open_and_counts_it():
     dead = redis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
     limiter = Limiter(RedisCounters(client=dead))
