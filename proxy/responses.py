@@ -57,11 +57,9 @@ def relayed(answer, upstream: UpstreamPolicy, key: KeyPolicy, headers: dict[str,
     line's reason is the standard one: an upstream's own text is not trusted onto the wire."""
     length = answer.length_remaining
     if length is not None and length <= outbound.SMALL_ANSWER_BYTES:
-        content = outbound.read_small_body(answer, deadline)
-        if content is None:
-            return refuse(
-                outbound.timeout_rejection(upstream), headers, key_id=key.key_id, outcome=UPSTREAM_ERROR
-            )
+        content, failure = outbound.read_small_body(answer, upstream, deadline)
+        if failure:
+            return refuse(failure, headers, key_id=key.key_id, outcome=UPSTREAM_ERROR)
         response = HttpResponse(content, status=answer.status)
     else:
         body = outbound.stream_body(answer, deadline)

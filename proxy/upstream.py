@@ -337,18 +337,22 @@ def stream_body(response, deadline: float) -> Iterator[bytes]:
             response.close()
 
 
-def read_small_body(response, deadline: float) -> bytes | None:
-    """The whole answer of known small length, within the deadline; None if the deadline passed."""
+def read_small_body(response, upstream: UpstreamPolicy, deadline: float) -> tuple[bytes, Rejection | None]:
+    """The whole answer of known small length, within the deadline; or the refusal to answer instead:
+    504 past the deadline, 502 for an answer cut short."""
     try:
         sock = getattr(response.connection, "sock", None)
         if sock is not None:
             sock.settimeout(max(0.001, deadline - time.monotonic()))
         body = response.read()
+    except (ReadTimeoutError, TimeoutError):
+        response.close()
+        return b"", timeout_rejection(upstream)
     except (HTTPError, OSError):
         response.close()
-        return None
+        return b"", reject("upstream_unreachable", "The upstream's answer ended early.")
     response.release_conn()
-    return body
+    return body, None
 
 
 def timeout_rejection(upstream: UpstreamPolicy) -> Rejection:

@@ -3,6 +3,7 @@ that send what frameworks behind the proxy would misread. Nothing answers 500, n
 upstream's credential, nothing reaches the upstream that it must not."""
 
 import json
+import socket
 
 import pytest
 from django.conf import settings
@@ -292,3 +293,25 @@ def test_ambiguous_or_bottomless_json_rpc_is_400_and_not_sent(proxy, make_key, u
     )
     assert response.status == 400 and error_code(response) == "invalid_rpc_request"
     assert len(upstream_server.requests) == 0
+
+
+def test_an_answer_shorter_than_its_content_length_is_502_not_a_timeout(proxy, raw_upstream):
+    _, key, secret = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+    response = proxy(key, upstream="raw", secret=secret)
+    assert response.status == 502 and error_code(response) == "upstream_unreachable"
+
+
+@pytest.mark.parametrize("query", [b"a=\xe9", b"a=%ZZ", b"a=\x7f", b"=&&=x&a"])
+def test_any_query_bytes_are_relayed_or_refused_never_a_500(site, make_key, upstream_server, query):
+    key, secret = make_key()
+    host, port = site.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"GET /proxy/echo/" + key.key_id.encode() + b"/?" + query + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: " + basic(secret).encode() + b"\r\nConnection: close\r\n\r\n"
+        )
+        answer = b""
+        while part := connection.recv(65536):
+            answer += part
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (200, 400), answer[:300]
