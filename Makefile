@@ -24,14 +24,16 @@ run: $(VENV)/.runtime
 JS_TESTS := keys/tests/js
 JS_DEPS := $(JS_TESTS)/node_modules/.installed
 
+# From the folder, not with --prefix: npm then reads the machine's own configuration (its registry and
+# certificate authority), which --prefix skips.
 $(JS_DEPS): $(JS_TESTS)/package.json $(JS_TESTS)/package-lock.json
-	npm ci --prefix $(JS_TESTS) --no-audit --no-fund --loglevel=error
+	cd $(JS_TESTS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## test: the whole suite (SQLite and in-process cache, or DATABASE_URL / REDIS_URL when set)
 test: $(VENV)/.dev
 	@command -v npm >/dev/null && $(MAKE) --no-print-directory $(JS_DEPS) \
-	  || echo "note: no npm packages for keys/tests/js: the snippet and accessibility tests will skip"
+	  || echo "WARNING: no npm packages for keys/tests/js: the snippet and accessibility tests will SKIP"
 	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings_test
 	$(PY) -m pytest $(PYTEST_ARGS)
 

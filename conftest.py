@@ -113,3 +113,17 @@ def site(transactional_db):
     for connection in overrides.values():
         connection.dec_thread_sharing()
     _wait_for_request_threads_to_disconnect()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Skipped tests are said out loud, with why: a test that could not run here proves nothing."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons[reason] = reasons.get(reason, 0) + 1
+    terminalreporter.section(f"{len(skipped)} TESTS SKIPPED: they did not run here", sep="!", yellow=True)
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.line(f"  {count:4d} × {reason}", yellow=True)
