@@ -21,7 +21,7 @@ run: $(VENV)/.runtime
 # What the portal's browser-side tests import from npm (ethers for the snippets, axe-core for
 # accessibility). `make test` installs it when it can; without npm or the registry those tests are
 # skipped, not failed. CI insists: .ci/run makes $(JS_DEPS) on its own first.
-JS_TESTS := keys/tests/js
+JS_TESTS := portal/tests/js
 JS_DEPS := $(JS_TESTS)/node_modules/.installed
 
 # From the folder, not with --prefix: npm then reads the machine's own configuration (its registry and
@@ -33,13 +33,13 @@ $(JS_DEPS): $(JS_TESTS)/package.json $(JS_TESTS)/package-lock.json
 ## test: the whole suite (SQLite and in-process cache, or DATABASE_URL / REDIS_URL when set)
 test: $(VENV)/.dev
 	@command -v npm >/dev/null && $(MAKE) --no-print-directory $(JS_DEPS) \
-	  || echo "WARNING: no npm packages for keys/tests/js: the snippet and accessibility tests will SKIP"
-	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings_test
+	  || echo "WARNING: no npm packages for portal/tests/js: the snippet and accessibility tests will SKIP"
+	$(PY) manage.py makemigrations --check --dry-run --settings=config.settings_test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## screenshots: the README's pictures of the portal, taken by the browser tests (needs chromium)
 screenshots: $(VENV)/.dev
-	PORTAL_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q keys/tests/test_portal_e2e.py
+	PORTAL_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q portal/tests/test_portal_e2e.py
 
 $(VENV)/.bench: bench/requirements.txt $(VENV)/.runtime
 	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt

@@ -10,6 +10,10 @@ from django.test.testcases import LiveServerThread
 from keys import services
 from keys.models import Role
 
+# The keys tests' fixtures (tenants' upstreams, API and portal clients by role, fresh rate limits) serve
+# the portal's tests too.
+pytest_plugins = ["keys.tests.fixtures"]
+
 
 @pytest.fixture
 def user(db):

@@ -248,7 +248,7 @@ def start_nginx(procs: Processes, nginx: str, tmp: Path, name: str, conf: Path, 
 def product_env(args) -> dict[str, str]:
     return {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_SECRET_KEY": "bench",
         "DJANGO_DEBUG": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -305,7 +305,7 @@ class Servers:
         self.started += 1
         name = f"granian-{kind}-{threads}threads-{self.started}"
         if kind == "product":
-            app, env, cwd = "portal.wsgi:application", product_env(self.args), ROOT
+            app, env, cwd = "config.wsgi:application", product_env(self.args), ROOT
         else:
             app, env, cwd = "revproxy_site.wsgi:application", revproxy_env(self.upstream_port), BENCH
         argv = granian_argv(self.tools["granian"], app, port, self.args.workers, threads)

@@ -6,4 +6,4 @@ class KeysConfig(AppConfig):
     verbose_name = "API keys"
 
     def ready(self) -> None:
-        from keys import checks, signals  # noqa: F401  (registers the system checks and receivers)
+        from keys import signals, system_checks  # noqa: F401  (registers the receivers and system checks)

@@ -1,3 +1,1 @@
-from portal.celery import app as celery_app
-
-__all__ = ("celery_app",)
+"""The tenant web portal: server-rendered pages over keys.services and keys.selectors."""

@@ -3,8 +3,7 @@
 from django.http import HttpResponse, StreamingHttpResponse
 
 from keys.errors import error_json
-from proxy import checks, cors
-from proxy import upstream as outbound
+from proxy import checks, cors, outbound
 from proxy.policy import KeyPolicy, UpstreamPolicy
 from proxy.usage import REJECTED, UPSTREAM_ERROR, usage
 

@@ -6,8 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from keys.request_ids import request_id
-from proxy import checks, cors, hosts, invalidation
-from proxy import upstream as outbound
+from proxy import checks, cors, hosts, invalidation, outbound
 from proxy.policy import PolicyUnavailable, policies
 from proxy.ratelimit import limiter
 from proxy.request import (

@@ -113,7 +113,7 @@ def test_schema_is_public_yaml_by_default(db):
 
 @pytest.fixture
 def wsgi_app():
-    """The site's Django WSGI application (the API needs none of portal.wsgi's proxy fast path). As
+    """The site's Django WSGI application (the API needs none of config.wsgi's proxy fast path). As
     Django's test client does, it keeps the database connection between requests: closing it would
     end the test's transaction."""
     signals.request_started.disconnect(close_old_connections)

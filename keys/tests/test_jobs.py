@@ -446,7 +446,7 @@ def test_the_migration_keeps_a_schedule_staff_changed(db):
 
 
 def test_every_scheduled_task_is_a_registered_celery_task():
-    from portal.celery import app
+    from config.celery import app
 
     app.loader.import_default_modules()
     for _, task, _, _ in SCHEDULES.JOBS:

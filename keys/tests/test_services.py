@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from keys import crypto, selectors, services
 from keys.models import AccessToken, ApiKey, AuditEvent, AuthType, ManagementToken, Membership, Role, Tenant
-from keys.tests.conftest import PUBLIC_ADDRESS, make_resolver
+from keys.tests.fixtures import PUBLIC_ADDRESS, make_resolver
 
 
 def field_errors(excinfo) -> set[str]:

@@ -65,7 +65,7 @@ class Worker:
 
 @pytest.fixture
 def worker(transactional_db, tmp_path):
-    """`celery -A portal worker --beat` on this test's database, every job due every second."""
+    """`celery -A config worker --beat` on this test's database, every job due every second."""
     queue = f"keys-test-{uuid.uuid4().hex[:8]}"
     SCHEDULES.create_schedules(apps, None)  # a transactional test empties the tables before it
     every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)
@@ -78,7 +78,7 @@ def worker(transactional_db, tmp_path):
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_SECRET_KEY": settings.SECRET_KEY,
         "DJANGO_DEBUG": "0",
         "DJANGO_SECURE": "0",
@@ -92,7 +92,7 @@ def worker(transactional_db, tmp_path):
             [
                 str(Path(sys.executable).parent / "celery"),
                 "-A",
-                "portal",
+                "config",
                 "worker",
                 "--beat",
                 "-l",

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 
 from keys import validators
-from keys.tests.conftest import make_resolver
+from keys.tests.fixtures import make_resolver
 from keys.validators import (
     address_is_public,
     check_public_destination,

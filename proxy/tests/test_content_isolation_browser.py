@@ -11,7 +11,7 @@ from django.test import Client
 
 from keys import services
 from keys.models import ManagementToken
-from keys.tests.browser import browser_page, needs_chromium, session_state
+from portal.tests.browser import browser_page, needs_chromium, session_state
 from proxy.tests.raw_upstream import RawUpstream, http_answer
 
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True)]

@@ -46,7 +46,7 @@ def granian(db):
     port = _free_port()
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_SECRET_KEY": settings.SECRET_KEY,  # the same derived key decrypts upstream credentials
         "DJANGO_DEBUG": "0",
         "DJANGO_SECURE": "0",
@@ -73,7 +73,7 @@ def granian(db):
             str(port),
             "--workers-kill-timeout",
             "3",
-            "portal.wsgi:application",
+            "config.wsgi:application",
         ],
         cwd=ROOT,
         env=env,
