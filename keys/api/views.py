@@ -71,7 +71,9 @@ class KeyViewSet(TenantScoped, viewsets.ViewSet):
     """API keys: developers and above manage them; every member reads them."""
 
     lookup_url_kwarg = "id"
-    lookup_value_regex = "[^/]+"
+    # A key id's shape: any other text in the URL is no route (404) and never reaches a query
+    # (PostgreSQL refuses a NUL in text, for one).
+    lookup_value_regex = "pk_[0-9A-Za-z]{1,64}"
     pagination_class = Pagination
 
     def get_key(self) -> ApiKey:
@@ -165,7 +167,8 @@ class UpstreamViewSet(TenantScoped, viewsets.ViewSet):
 
     write_role = Role.ADMIN
     lookup_url_kwarg = "slug"
-    lookup_value_regex = "[^/]+"
+    # A slug's shape (keys.models.slug_validator): anything else is no route, as for key ids.
+    lookup_value_regex = "[a-z0-9][a-z0-9-]{0,49}"
     pagination_class = Pagination
 
     def get_upstream(self, *, owned: bool) -> Upstream:
