@@ -221,7 +221,8 @@ SPECTACULAR_SETTINGS = {
         }
     },
 }
-# Token exchange attempts allowed per key id, and per client address (django-ratelimit rates).
+# Failed token exchanges allowed per key id from one client address (past it that address is refused for
+# that key; a right secret from elsewhere never is), and attempts of any kind per client address.
 KEYS_TOKEN_EXCHANGE_RATE = os.environ.get("KEYS_TOKEN_EXCHANGE_RATE", "30/m")
 KEYS_TOKEN_EXCHANGE_IP_RATE = os.environ.get("KEYS_TOKEN_EXCHANGE_IP_RATE", "60/m")
 # Longest grace period of a rotated key's old secret, in seconds (30 days).
