@@ -327,6 +327,9 @@ def test_upstream_admin_add_on_a_private_address_is_allowed_when_staff_ticks_it(
         ({"base_url": "https://user:pw@8.8.8.8"}, "base_url"),
         ({"auth_type": "header", "auth_name": "Host", "auth_value": "x"}, "auth_name"),
         ({"auth_type": "bearer"}, "auth_value"),
+        ({"auth_type": "bearer", "auth_value": "admin-cred\r\nX-Injected: 1"}, "auth_value"),
+        ({"auth_type": "header", "auth_name": "Proxy-Authorization", "auth_value": "x"}, "auth_name"),
+        ({"auth_type": "header", "auth_name": "Keep-Alive", "auth_value": "x"}, "auth_name"),
     ],
 )
 def test_upstream_admin_shows_validation_errors_by_field(staff_client, overrides, field):
