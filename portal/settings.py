@@ -152,6 +152,11 @@ KEYS_TOKEN_MAX_TTL = int(os.environ.get("KEYS_TOKEN_MAX_TTL", "86400"))
 KEYS_TOKEN_DEFAULT_TTL = int(os.environ.get("KEYS_TOKEN_DEFAULT_TTL", "900"))
 # Upper bounds on allowlists, so one key cannot make every request slow.
 KEYS_MAX_ALLOWLIST_ENTRIES = int(os.environ.get("KEYS_MAX_ALLOWLIST_ENTRIES", "100"))
+# Most live (not revoked) keys, live management tokens and own upstreams one tenant may have: no tenant
+# fills the database or the proxy's policy cache.
+KEYS_MAX_KEYS_PER_TENANT = int(os.environ.get("KEYS_MAX_KEYS_PER_TENANT", "1000"))
+KEYS_MAX_MANAGEMENT_TOKENS_PER_TENANT = int(os.environ.get("KEYS_MAX_MANAGEMENT_TOKENS_PER_TENANT", "50"))
+KEYS_MAX_UPSTREAMS_PER_TENANT = int(os.environ.get("KEYS_MAX_UPSTREAMS_PER_TENANT", "100"))
 # Upstream base URL of the demo seeded by `seed_demo` (the echo endpoint this site serves).
 DEMO_UPSTREAM_URL = os.environ.get("DEMO_UPSTREAM_URL", "http://127.0.0.1:8000/demo/echo")
 # Serve the demo echo upstream at /demo/echo (on in debug mode, off in production).

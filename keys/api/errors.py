@@ -62,6 +62,8 @@ def fields_of(exc: exceptions.ValidationError | DjangoValidationError) -> dict:
 
 
 def _summary(fields: dict) -> str:
+    if list(fields) == ["non_field_errors"]:  # about the request as a whole: its own words say it best
+        return " ".join(str(message) for message in fields["non_field_errors"])
     names = ", ".join(sorted(fields))
     return f"The request is not valid ({names})." if names else "The request is not valid."
 

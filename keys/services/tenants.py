@@ -1,9 +1,11 @@
 """Tenants and their members, under the owner rules: only an owner grants or takes the owner role, and
 a tenant always keeps one owner."""
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 
 from keys.models import Membership, Role, Tenant
 from keys.services.accounts import _user_to_add
@@ -24,12 +26,26 @@ def tenant_create(
     tenant = Tenant(slug=slug, name=name or slug)
     tenant.full_clean()
     tenant.save()
-    owner = owner if owner is not None else _user_to_add(email=owner_email)
+    owner = owner if owner is not None else _user_to_add(email=owner_email, by_operator=True)
     membership = Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
     audit_record(
         action="tenant.created", tenant=tenant, actor=actor, target=tenant, data={"owner": owner.email}
     )
     return tenant, membership
+
+
+def tenant_check_limit(*, tenant: Tenant, rows: QuerySet, setting: str, what: str) -> None:
+    """Refuse one more of `rows` (the tenant's keys, tokens or upstreams) once they number the limit
+    `setting` names. The tenant's row is locked first, so two creations at once count one after the
+    other (call it inside the creating transaction)."""
+    list(Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True))
+    limit = getattr(settings, setting)
+    if rows.count() >= limit:
+        raise ValidationError(
+            f"{tenant.name} has reached its limit of {limit} {what}: revoke or delete one first, "
+            "or ask the operator to raise the limit.",
+            code="limit_reached",
+        )
 
 
 @transaction.atomic

@@ -8,6 +8,7 @@ from django.db import transaction
 from keys import crypto, validators
 from keys.models import AuthType, Tenant, Upstream
 from keys.services.audit import Actor, audit_record
+from keys.services.tenants import tenant_check_limit
 
 UPSTREAM_FIELDS = ("name", "base_url", "auth_type", "auth_name", "timeout_seconds", "is_active")
 
@@ -98,6 +99,11 @@ def upstream_create(
     unless staff allowed them."""
     if tenant is None and not actor_is_staff:
         raise ValidationError({"tenant": ["Only staff may create a global upstream."]})
+    if tenant is not None:
+        owned = Upstream.objects.filter(tenant=tenant)
+        tenant_check_limit(
+            tenant=tenant, rows=owned, setting="KEYS_MAX_UPSTREAMS_PER_TENANT", what="upstreams"
+        )
     upstream = Upstream(
         tenant=tenant,
         slug=slug,
