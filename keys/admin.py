@@ -7,12 +7,16 @@ on the page that answers its creation), and upstream credentials are write-only.
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse_lazy
 from django.utils import timezone
+from django_ratelimit.core import is_ratelimited
 
 from keys import services
 from keys.models import (
@@ -29,10 +33,47 @@ from keys.models import (
     Upstream,
     UsageRecord,
 )
+from keys.request_ids import client_address
 
 
 def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    """For the audit trail: the client's address by the trusted-proxy rule (behind a load balancer,
+    REMOTE_ADDR is the balancer)."""
+    return client_address(request) or None
+
+
+def _login_client(group: str, request: HttpRequest) -> str:
+    return client_address(request) or "unknown"
+
+
+def _login_username(group: str, request: HttpRequest) -> str:
+    return request.POST.get("username", "").strip().lower()
+
+
+class RateLimitedAdminLoginForm(AdminAuthenticationForm):
+    """The admin's login, limited as the portal's is: per client address and per username (brute
+    force). Past the limit even the right password is refused, before any password check."""
+
+    def clean(self) -> dict:
+        if self.request is not None and self.request.method == "POST":
+            rate = settings.ADMIN_LOGIN_RATE
+            # Both counters move on every attempt, so neither can be probed for free.
+            by_ip = is_ratelimited(
+                self.request, group="admin-login-ip", key=_login_client, rate=rate, increment=True
+            )
+            by_name = is_ratelimited(
+                self.request, group="admin-login-user", key=_login_username, rate=rate, increment=True
+            )
+            if by_ip or by_name:
+                raise ValidationError(
+                    "Too many login attempts. Wait a minute and try again.", code="rate_limited"
+                )
+        return super().clean()
+
+
+admin.site.login_form = RateLimitedAdminLoginForm
+# The admin's "View site" link: the tenant portal (the site root only redirects there).
+admin.site.site_url = reverse_lazy("portal:home")
 
 
 def _show_secret_once(request: HttpRequest, *, title: str, obj: object, secret: str, admin_site, opts):

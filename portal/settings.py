@@ -255,6 +255,9 @@ LOGIN_REDIRECT_URL = "portal:key_list"
 LOGOUT_REDIRECT_URL = "portal:login"
 # Login attempts allowed per client address and, separately, per username (django-ratelimit rate).
 PORTAL_LOGIN_RATE = os.environ.get("PORTAL_LOGIN_RATE", "10/m")
+# Django admin login attempts allowed per client address and, separately, per username (staff accounts
+# can do anything: stricter than the portal's).
+ADMIN_LOGIN_RATE = os.environ.get("ADMIN_LOGIN_RATE", "5/m")
 # Password-reset requests allowed per client address and, separately, per e-mail (django-ratelimit rate).
 PORTAL_RESET_RATE = os.environ.get("PORTAL_RESET_RATE", "5/h")
 # Sign-ups allowed per client address (django-ratelimit rate): no mass-made accounts and mail.

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.admin.sites import site
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
@@ -430,3 +430,78 @@ def test_key_expiring_is_listed_by_state(staff_client, tenant):
     services.api_key_create(tenant=tenant, name="alive")
     page = staff_client.get(reverse("admin:keys_apikey_changelist") + "?state=expired").content.decode()
     assert "gone" in page and "alive" not in page
+
+
+# --- the admin login: limited like the portal's -------------------------------------------------------
+
+BALANCER = "10.0.0.5"
+
+
+def admin_login(client, username: str, password: str, address: str | None = None):
+    """POST the admin's real login form, with the CSRF token its page set (as a browser would)."""
+    login = reverse("admin:login")
+    extra = {"HTTP_X_FORWARDED_FOR": address} if address else {}
+    client.get(login, **extra)
+    token = client.cookies["csrftoken"].value
+    data = {"username": username, "password": password, "csrfmiddlewaretoken": token, "next": "/admin/"}
+    return client.post(login, data, **extra)
+
+
+def signed_in(client) -> bool:
+    return "_auth_user_id" in client.session
+
+
+@pytest.fixture
+def behind_balancer(settings):
+    settings.PROXY_TRUSTED_PROXIES = [f"{BALANCER}/32"]
+    return Client(enforce_csrf_checks=True, REMOTE_ADDR=BALANCER)
+
+
+@pytest.mark.usefixtures("fresh_rate_limits")
+def test_thirty_wrong_passwords_then_the_right_one_does_not_sign_in(staff_user, settings):
+    settings.ADMIN_LOGIN_RATE = "10/m"
+    client = Client(enforce_csrf_checks=True)
+    for _ in range(30):
+        assert admin_login(client, "staff", "wrong").status_code == 200
+    response = admin_login(client, "staff", "pw")
+    assert response.status_code == 200 and not signed_in(client)
+    assert "Too many login attempts" in response.content.decode()
+    assert client.get(reverse("admin:index")).status_code == 302
+
+
+@pytest.mark.usefixtures("fresh_rate_limits")
+def test_within_the_limit_the_right_password_signs_in(staff_user, settings):
+    settings.ADMIN_LOGIN_RATE = "3/m"
+    client = Client(enforce_csrf_checks=True)
+    admin_login(client, "staff", "wrong")
+    assert admin_login(client, "staff", "pw").status_code == 302 and signed_in(client)
+
+
+@pytest.mark.usefixtures("fresh_rate_limits")
+def test_admin_login_is_limited_per_username_whatever_the_address(staff_user, behind_balancer, settings):
+    settings.ADMIN_LOGIN_RATE = "3/m"
+    for n in range(3):
+        admin_login(behind_balancer, "staff", "wrong", address=f"198.51.100.{n + 1}")
+    admin_login(behind_balancer, "staff", "pw", address="198.51.100.99")
+    assert not signed_in(behind_balancer)
+
+
+@pytest.mark.usefixtures("fresh_rate_limits")
+def test_admin_login_is_limited_per_client_address_by_the_trusted_proxy_rule(
+    staff_user, behind_balancer, settings
+):
+    settings.ADMIN_LOGIN_RATE = "3/m"
+    for n in range(3):
+        admin_login(behind_balancer, f"guess{n}", "wrong", address="203.0.113.7")
+    admin_login(behind_balancer, "staff", "pw", address="203.0.113.7")
+    assert not signed_in(behind_balancer)
+    # Every visitor reaches the site through the same balancer: another client is not limited.
+    other = Client(enforce_csrf_checks=True, REMOTE_ADDR=BALANCER)
+    assert admin_login(other, "staff", "pw", address="192.0.2.44").status_code == 302
+    assert signed_in(other)
+
+
+def test_the_admins_view_site_link_goes_to_the_portal(staff_client):
+    page = staff_client.get(reverse("admin:index"))
+    assert page.context["site_url"] == reverse("portal:home") == "/portal/"
+    assert 'href="/portal/"' in page.content.decode()
