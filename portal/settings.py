@@ -132,6 +132,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Security headers; production values are switched on by DJANGO_SECURE=1 (behind TLS).
 SECURE = env_bool("DJANGO_SECURE", not DEBUG)
 SECURE_SSL_REDIRECT = SECURE and env_bool("DJANGO_SSL_REDIRECT", True)
+# Load-balancer probes speak plain HTTP to the process: health and readiness never redirect.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY") else None
 SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000" if SECURE else "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
