@@ -320,7 +320,11 @@ class MemberViewSet(TenantScoped, viewsets.ViewSet):
     def create(self, request: Request) -> Response:
         fields = self.valid(s.MemberCreateSerializer, request.data)
         member = services.member_add(
-            tenant=self.access.tenant, actor_role=self.access.role, actor=self.access.actor, **fields
+            tenant=self.access.tenant,
+            actor_role=self.access.role,
+            actor=self.access.actor,
+            ip_address=client_address(request),
+            **fields,
         )
         return Response(s.MemberSerializer(member).data, status=status.HTTP_201_CREATED)
 
@@ -341,7 +345,11 @@ class MemberViewSet(TenantScoped, viewsets.ViewSet):
     def partial_update(self, request: Request, id: str) -> Response:
         fields = self.valid(s.MemberUpdateSerializer, request.data)
         member = services.member_change_role(
-            membership=self.get_member(), actor_role=self.access.role, actor=self.access.actor, **fields
+            membership=self.get_member(),
+            actor_role=self.access.role,
+            actor=self.access.actor,
+            ip_address=client_address(request),
+            **fields,
         )
         return Response(s.MemberSerializer(member).data)
 
@@ -352,7 +360,10 @@ class MemberViewSet(TenantScoped, viewsets.ViewSet):
     )
     def destroy(self, request: Request, id: str) -> Response:
         services.member_remove(
-            membership=self.get_member(), actor_role=self.access.role, actor=self.access.actor
+            membership=self.get_member(),
+            actor_role=self.access.role,
+            actor=self.access.actor,
+            ip_address=client_address(request),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 

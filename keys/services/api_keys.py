@@ -201,12 +201,18 @@ def access_token_issue(
 
 
 @transaction.atomic
-def access_token_revoke(*, token: AccessToken, actor: Actor = None) -> AccessToken:
+def access_token_revoke(
+    *, token: AccessToken, actor: Actor = None, ip_address: str | None = None
+) -> AccessToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
         if actor is not None:
             audit_record(
-                action="access_token.revoked", tenant=token.api_key.tenant, actor=actor, target=token
+                action="access_token.revoked",
+                tenant=token.api_key.tenant,
+                actor=actor,
+                target=token,
+                ip_address=ip_address,
             )
     return token

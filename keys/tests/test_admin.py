@@ -15,6 +15,7 @@ from keys.models import (
     AuditEvent,
     AuthType,
     Membership,
+    Role,
     Tenant,
     Upstream,
     UsageRecord,
@@ -505,3 +506,120 @@ def test_the_admins_view_site_link_goes_to_the_portal(staff_client):
     page = staff_client.get(reverse("admin:index"))
     assert page.context["site_url"] == reverse("portal:home") == "/portal/"
     assert 'href="/portal/"' in page.content.decode()
+
+
+# --- memberships through the services, with the client's address ------------------------------------
+
+CLIENT = "203.0.113.50"
+
+
+@pytest.fixture
+def staff_behind_balancer(staff_user, settings):
+    """Staff signed in to the admin, reaching the site through a trusted load balancer."""
+    settings.PROXY_TRUSTED_PROXIES = [f"{BALANCER}/32"]
+    client = Client(REMOTE_ADDR=BALANCER, HTTP_X_FORWARDED_FOR=CLIENT)
+    client.force_login(staff_user)
+    return client
+
+
+def only_owner(tenant) -> Membership:
+    return Membership.objects.get(tenant=tenant, role=Role.OWNER)
+
+
+def test_admin_adds_a_membership_through_the_service_with_the_clients_address(
+    staff_behind_balancer, tenant, user
+):
+    response = staff_behind_balancer.post(
+        reverse("admin:keys_membership_add"), {"tenant": tenant.pk, "user": user.pk, "role": "developer"}
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Membership.objects.get(tenant=tenant, user=user).role == Role.DEVELOPER
+    event = AuditEvent.objects.get(action="member.added", tenant=tenant, data__user=user.username)
+    assert event.ip_address == CLIENT and event.actor_label == "staff"
+
+
+def test_admin_changes_a_role_through_the_service_with_the_clients_address(
+    staff_behind_balancer, tenant, member
+):
+    membership = Membership.objects.get(tenant=tenant, user=member)
+    response = staff_behind_balancer.post(
+        reverse("admin:keys_membership_change", args=[membership.pk]), {"role": "admin"}
+    )
+    assert response.status_code == 302
+    assert Membership.objects.get(pk=membership.pk).role == Role.ADMIN
+    assert AuditEvent.objects.get(action="member.role_changed", tenant=tenant).ip_address == CLIENT
+
+
+def test_admin_cannot_demote_the_only_owner(staff_behind_balancer, tenant):
+    owner = only_owner(tenant)
+    url = reverse("admin:keys_membership_change", args=[owner.pk])
+    response = staff_behind_balancer.post(url, {"role": "viewer"}, follow=True)
+    assert response.status_code == 200
+    assert "at least one owner" in response.content.decode()
+    assert Membership.objects.get(pk=owner.pk).role == Role.OWNER
+    assert not AuditEvent.objects.filter(action="member.role_changed").exists()
+
+
+def test_admin_cannot_remove_the_only_owner(staff_behind_balancer, tenant):
+    owner = only_owner(tenant)
+    url = reverse("admin:keys_membership_delete", args=[owner.pk])
+    response = staff_behind_balancer.post(url, {"post": "yes"}, follow=True)
+    assert "at least one owner" in response.content.decode()
+    assert Membership.objects.filter(pk=owner.pk).exists()
+
+
+def test_admin_removes_a_member_through_the_service_with_the_clients_address(
+    staff_behind_balancer, tenant, member
+):
+    membership = Membership.objects.get(tenant=tenant, user=member)
+    url = reverse("admin:keys_membership_delete", args=[membership.pk])
+    assert staff_behind_balancer.post(url, {"post": "yes"}).status_code == 302
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+    assert AuditEvent.objects.get(action="member.removed", tenant=tenant).ip_address == CLIENT
+
+
+def test_the_tenant_pages_members_are_read_only(staff_client, tenant, member):
+    inline = staff_client.get(reverse("admin:keys_tenant_change", args=[tenant.pk])).context[
+        "inline_admin_formsets"
+    ]
+    memberships = next(formset for formset in inline if formset.formset.model is Membership)
+    assert not memberships.has_add_permission and not memberships.has_change_permission
+    assert not memberships.has_delete_permission
+
+
+def test_other_admin_changes_record_the_clients_address_not_the_balancers(
+    staff_behind_balancer, tenant, api_key, loopback_upstream
+):
+    staff_behind_balancer.post(
+        reverse("admin:keys_tenant_changelist"), {"action": "suspend", "_selected_action": [tenant.pk]}
+    )
+    staff_behind_balancer.post(
+        reverse("admin:keys_apikey_changelist"), {"action": "revoke", "_selected_action": [api_key.pk]}
+    )
+    staff_behind_balancer.post(
+        reverse("admin:keys_managementtoken_add"), {"tenant": tenant.pk, "name": "ops"}
+    )
+    token = tenant.management_tokens.get(name="ops")
+    staff_behind_balancer.post(
+        reverse("admin:keys_managementtoken_changelist"), {"action": "revoke", "_selected_action": [token.pk]}
+    )
+    staff_behind_balancer.post(
+        reverse("admin:keys_upstream_delete", args=[loopback_upstream.pk]), {"post": "yes"}
+    )
+    for action in (
+        "tenant.suspended",
+        "api_key.revoked",
+        "management_token.created",
+        "management_token.revoked",
+        "upstream.deleted",
+    ):
+        assert AuditEvent.objects.get(action=action).ip_address == CLIENT, action
+
+
+def test_a_service_refusal_in_the_admin_is_a_message_not_a_500(staff_client, tenant, settings):
+    settings.KEYS_MAX_MANAGEMENT_TOKENS_PER_TENANT = 0
+    response = staff_client.post(
+        reverse("admin:keys_managementtoken_add"), {"tenant": tenant.pk, "name": "ops"}, follow=True
+    )
+    assert response.status_code == 200 and "limit of 0" in response.content.decode()
+    assert not tenant.management_tokens.exists()
