@@ -138,6 +138,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Security headers; production values are switched on by DJANGO_SECURE=1 (behind TLS).
 SECURE = env_bool("DJANGO_SECURE", not DEBUG)
 SECURE_SSL_REDIRECT = SECURE and env_bool("DJANGO_SSL_REDIRECT", True)
+# Load-balancer probes speak plain HTTP to the process: health and readiness never redirect.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY") else None
 SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000" if SECURE else "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
@@ -158,6 +160,11 @@ KEYS_TOKEN_MAX_TTL = int(os.environ.get("KEYS_TOKEN_MAX_TTL", "86400"))
 KEYS_TOKEN_DEFAULT_TTL = int(os.environ.get("KEYS_TOKEN_DEFAULT_TTL", "900"))
 # Upper bounds on allowlists, so one key cannot make every request slow.
 KEYS_MAX_ALLOWLIST_ENTRIES = int(os.environ.get("KEYS_MAX_ALLOWLIST_ENTRIES", "100"))
+# Most live (not revoked) keys, live management tokens and own upstreams one tenant may have: no tenant
+# fills the database or the proxy's policy cache.
+KEYS_MAX_KEYS_PER_TENANT = int(os.environ.get("KEYS_MAX_KEYS_PER_TENANT", "1000"))
+KEYS_MAX_MANAGEMENT_TOKENS_PER_TENANT = int(os.environ.get("KEYS_MAX_MANAGEMENT_TOKENS_PER_TENANT", "50"))
+KEYS_MAX_UPSTREAMS_PER_TENANT = int(os.environ.get("KEYS_MAX_UPSTREAMS_PER_TENANT", "100"))
 # Upstream base URL of the demo seeded by `seed_demo` (the echo endpoint this site serves).
 DEMO_UPSTREAM_URL = os.environ.get("DEMO_UPSTREAM_URL", "http://127.0.0.1:8000/demo/echo")
 # Serve the demo echo upstream at /demo/echo (on in debug mode, off in production).
@@ -227,7 +234,8 @@ SPECTACULAR_SETTINGS = {
         }
     },
 }
-# Token exchange attempts allowed per key id, and per client address (django-ratelimit rates).
+# Failed token exchanges allowed per key id from one client address (past it that address is refused for
+# that key; a right secret from elsewhere never is), and attempts of any kind per client address.
 KEYS_TOKEN_EXCHANGE_RATE = os.environ.get("KEYS_TOKEN_EXCHANGE_RATE", "30/m")
 KEYS_TOKEN_EXCHANGE_IP_RATE = os.environ.get("KEYS_TOKEN_EXCHANGE_IP_RATE", "60/m")
 # Longest grace period of a rotated key's old secret, in seconds (30 days).
@@ -255,6 +263,9 @@ LOGIN_REDIRECT_URL = "portal:key_list"
 LOGOUT_REDIRECT_URL = "portal:login"
 # Login attempts allowed per client address and, separately, per username (django-ratelimit rate).
 PORTAL_LOGIN_RATE = os.environ.get("PORTAL_LOGIN_RATE", "10/m")
+# Django admin login attempts allowed per client address and, separately, per username (staff accounts
+# can do anything: stricter than the portal's).
+ADMIN_LOGIN_RATE = os.environ.get("ADMIN_LOGIN_RATE", "5/m")
 # Password-reset requests allowed per client address and, separately, per e-mail (django-ratelimit rate).
 PORTAL_RESET_RATE = os.environ.get("PORTAL_RESET_RATE", "5/h")
 # Sign-ups allowed per client address (django-ratelimit rate): no mass-made accounts and mail.

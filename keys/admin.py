@@ -7,12 +7,16 @@ on the page that answers its creation), and upstream credentials are write-only.
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse_lazy
 from django.utils import timezone
+from django_ratelimit.core import is_ratelimited
 
 from keys import services
 from keys.models import (
@@ -29,10 +33,47 @@ from keys.models import (
     Upstream,
     UsageRecord,
 )
+from keys.request_ids import client_address
 
 
 def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    """For the audit trail: the client's address by the trusted-proxy rule (behind a load balancer,
+    REMOTE_ADDR is the balancer)."""
+    return client_address(request) or None
+
+
+def _login_client(group: str, request: HttpRequest) -> str:
+    return client_address(request) or "unknown"
+
+
+def _login_username(group: str, request: HttpRequest) -> str:
+    return request.POST.get("username", "").strip().lower()
+
+
+class RateLimitedAdminLoginForm(AdminAuthenticationForm):
+    """The admin's login, limited as the portal's is: per client address and per username (brute
+    force). Past the limit even the right password is refused, before any password check."""
+
+    def clean(self) -> dict:
+        if self.request is not None and self.request.method == "POST":
+            rate = settings.ADMIN_LOGIN_RATE
+            # Both counters move on every attempt, so neither can be probed for free.
+            by_ip = is_ratelimited(
+                self.request, group="admin-login-ip", key=_login_client, rate=rate, increment=True
+            )
+            by_name = is_ratelimited(
+                self.request, group="admin-login-user", key=_login_username, rate=rate, increment=True
+            )
+            if by_ip or by_name:
+                raise ValidationError(
+                    "Too many login attempts. Wait a minute and try again.", code="rate_limited"
+                )
+        return super().clean()
+
+
+admin.site.login_form = RateLimitedAdminLoginForm
+# The admin's "View site" link: the tenant portal (the site root only redirects there).
+admin.site.site_url = reverse_lazy("portal:home")
 
 
 def _show_secret_once(request: HttpRequest, *, title: str, obj: object, secret: str, admin_site, opts):
@@ -53,9 +94,42 @@ def _show_secret_once(request: HttpRequest, *, title: str, obj: object, secret: 
 
 
 class MembershipInline(admin.TabularInline):
+    """The tenant's members, to read: they are added, changed and removed on the Membership pages,
+    through the services (owner rules, audit trail)."""
+
     model = Membership
     extra = 0
-    autocomplete_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ServiceRefusalsAsMessages:
+    """A service's ValidationError (an owner rule, say) at save or delete: the page's transaction rolls
+    back and the admin shows the refusal as an error above the same page."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
 
 @admin.register(Tenant)
@@ -80,20 +154,57 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.action(description="Suspend selected tenants (their keys answer 403)")
     def suspend(self, request, queryset: QuerySet[Tenant]):
         for tenant in queryset:
-            services.tenant_set_active(tenant=tenant, is_active=False, actor=request.user)
+            services.tenant_set_active(
+                tenant=tenant, is_active=False, actor=request.user, ip_address=_client_ip(request)
+            )
 
     @admin.action(description="Reactivate selected tenants")
     def activate(self, request, queryset: QuerySet[Tenant]):
         for tenant in queryset:
-            services.tenant_set_active(tenant=tenant, is_active=True, actor=request.user)
+            services.tenant_set_active(
+                tenant=tenant, is_active=True, actor=request.user, ip_address=_client_ip(request)
+            )
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
+    """Memberships through the services: an audit event for each change, and the owner rules (staff act
+    as an owner: they may grant the owner role, and a tenant still keeps one owner)."""
+
     list_display = ["user", "tenant", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["user__username", "user__email", "tenant__slug"]
     autocomplete_fields = ["user", "tenant"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A membership changes role only: another person or tenant is another membership.
+        return ["tenant", "user", "created_at"] if obj else []
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # removals one at a time, each under the owner rules
+        return actions
+
+    def save_model(self, request, obj, form, change):
+        role, ip = form.cleaned_data["role"], _client_ip(request)
+        if change:
+            saved = services.member_change_role(
+                membership=obj, role=role, actor_role=Role.OWNER, actor=request.user, ip_address=ip
+            )
+        else:
+            saved = services.membership_set(
+                tenant=form.cleaned_data["tenant"],
+                user=form.cleaned_data["user"],
+                role=role,
+                actor=request.user,
+                ip_address=ip,
+            )
+        obj.pk, obj.created_at = saved.pk, saved.created_at
+
+    def delete_model(self, request, obj):
+        services.member_remove(
+            membership=obj, actor_role=Role.OWNER, actor=request.user, ip_address=_client_ip(request)
+        )
 
 
 class UpstreamForm(forms.ModelForm):
@@ -143,7 +254,7 @@ class UpstreamForm(forms.ModelForm):
 
 
 @admin.register(Upstream)
-class UpstreamAdmin(admin.ModelAdmin):
+class UpstreamAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
     form = UpstreamForm
     list_display = ["slug", "name", "tenant", "base_url", "auth_type", "is_active", "allow_private_network"]
     list_filter = ["is_active", "auth_type", "allow_private_network", ("tenant", admin.EmptyFieldListFilter)]
@@ -170,6 +281,7 @@ class UpstreamAdmin(admin.ModelAdmin):
                 upstream=Upstream.objects.get(pk=obj.pk),
                 actor=request.user,
                 actor_is_staff=True,
+                ip_address=_client_ip(request),
                 auth_value=auth_value,
                 allow_private_network=data["allow_private_network"],
                 **{field: data[field] for field in services.UPSTREAM_FIELDS},
@@ -177,15 +289,19 @@ class UpstreamAdmin(admin.ModelAdmin):
         else:
             fields = {field: data[field] for field in UpstreamForm.Meta.fields if field != "auth_value"}
             obj.pk = services.upstream_create(
-                **fields, auth_value=auth_value or "", actor=request.user, actor_is_staff=True
+                **fields,
+                auth_value=auth_value or "",
+                actor=request.user,
+                actor_is_staff=True,
+                ip_address=_client_ip(request),
             ).pk
 
     def delete_model(self, request, obj):
-        services.upstream_delete(upstream=obj, actor=request.user)
+        services.upstream_delete(upstream=obj, actor=request.user, ip_address=_client_ip(request))
 
     def delete_queryset(self, request, queryset):
         for upstream in queryset:
-            services.upstream_delete(upstream=upstream, actor=request.user)
+            services.upstream_delete(upstream=upstream, actor=request.user, ip_address=_client_ip(request))
 
 
 class KeyStateFilter(admin.SimpleListFilter):
@@ -225,7 +341,7 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
     form = ApiKeyForm
     list_display = [
         "key_id",
@@ -340,7 +456,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset: QuerySet[AccessToken]):
         for token in queryset:
-            services.access_token_revoke(token=token, actor=request.user)
+            services.access_token_revoke(token=token, actor=request.user, ip_address=_client_ip(request))
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
 
 
@@ -351,7 +467,7 @@ class ManagementTokenForm(forms.ModelForm):
 
 
 @admin.register(ManagementToken)
-class ManagementTokenAdmin(admin.ModelAdmin):
+class ManagementTokenAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
     form = ManagementTokenForm
     list_display = ["name", "tenant", "hint", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
@@ -367,7 +483,10 @@ class ManagementTokenAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         token, clear = services.management_token_create(
-            tenant=form.cleaned_data["tenant"], name=form.cleaned_data["name"], actor=request.user
+            tenant=form.cleaned_data["tenant"],
+            name=form.cleaned_data["name"],
+            actor=request.user,
+            ip_address=_client_ip(request),
         )
         form.instance = token
         obj.pk = token.pk
@@ -386,7 +505,7 @@ class ManagementTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected management tokens")
     def revoke(self, request, queryset: QuerySet[ManagementToken]):
         for token in queryset:
-            services.management_token_revoke(token=token, actor=request.user)
+            services.management_token_revoke(token=token, actor=request.user, ip_address=_client_ip(request))
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
 
 

@@ -19,6 +19,7 @@ from keys.models import (
     Tenant,
     Upstream,
     UsageRecord,
+    slug_validator,
 )
 
 
@@ -35,6 +36,8 @@ def membership_for_user(*, user: AbstractBaseUser, tenant_slug: str | None = Non
     slug, their first (oldest) membership. None when they are not a member."""
     memberships = Membership.objects.filter(user=user).select_related("tenant").order_by("created_at", "pk")
     if tenant_slug:
+        if not _is_slug(tenant_slug):
+            return None
         memberships = memberships.filter(tenant__slug=tenant_slug)
     return memberships.first()
 
@@ -57,8 +60,16 @@ def upstream_list(*, tenant: Tenant) -> QuerySet[Upstream]:
     return Upstream.objects.filter(Q(tenant=tenant) | Q(tenant__isnull=True))
 
 
+def _is_slug(value: object) -> bool:
+    """Whether `value` could be a tenant's or an upstream's slug: text of another shape (a NUL, which
+    PostgreSQL refuses in a query) is known not to match before any lookup."""
+    return isinstance(value, str) and slug_validator.regex.fullmatch(value) is not None
+
+
 def upstream_get(*, tenant: Tenant, slug: str) -> Upstream:
     """One upstream the tenant may use; raises Upstream.DoesNotExist otherwise."""
+    if not _is_slug(slug):
+        raise Upstream.DoesNotExist(f"No upstream {slug!r}.")
     return upstream_list(tenant=tenant).get(slug=slug)
 
 
@@ -69,6 +80,8 @@ def upstream_list_owned(*, tenant: Tenant) -> QuerySet[Upstream]:
 
 def upstream_get_owned(*, tenant: Tenant, slug: str) -> Upstream:
     """One upstream the tenant may change (its own); raises Upstream.DoesNotExist otherwise."""
+    if not _is_slug(slug):
+        raise Upstream.DoesNotExist(f"No upstream {slug!r}.")
     return upstream_list_owned(tenant=tenant).get(slug=slug)
 
 
@@ -87,7 +100,10 @@ def api_key_list(*, tenant: Tenant, state: str | None = None, name: str | None =
 
 
 def api_key_get(*, tenant: Tenant, key_id: str) -> ApiKey:
-    """The tenant's key; raises ApiKey.DoesNotExist for another tenant's key as for a missing one."""
+    """The tenant's key; raises ApiKey.DoesNotExist for another tenant's key as for a missing one (and,
+    without a query, for a malformed id)."""
+    if not crypto.well_formed(key_id, crypto.KEY_ID_PREFIX):
+        raise ApiKey.DoesNotExist(f"No key {key_id!r}.")
     return ApiKey.objects.get(tenant=tenant, key_id=key_id)
 
 

@@ -220,18 +220,72 @@ def check_public_destination(url: str, *, resolve: Resolver = resolve_host) -> l
 
 # --- Upstream credentials ----------------------------------------------------------------------
 
-HEADER_OR_PARAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-# Headers the proxy sets or strips itself; an upstream credential may not claim them.
+# A header or query parameter name: letters, digits, - and _ (a subset of RFC 9110's token). Used with
+# fullmatch: `$` alone would let a trailing line break through.
+HEADER_OR_PARAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+# Headers an upstream credential may not claim: hop-by-hop ones (RFC 9110 section 7.6.1), those that frame
+# the message or route it, the client's credentials the proxy strips, and those the proxy sets itself.
 RESERVED_HEADERS = frozenset(
     {
-        "host",
-        "content-length",
-        "transfer-encoding",
+        "authorization",
         "connection",
+        "content-length",
         "cookie",
+        "expect",
+        "forwarded",
+        "host",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "traceparent",
+        "tracestate",
         "x-forwarded-for",
-        "x-forwarded-proto",
         "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
         "x-request-id",
     }
 )
+RESERVED_HEADER_PREFIXES = ("proxy-", "x-forwarded-", "sec-websocket-")
+# What a credential sent in a header may hold: visible ASCII and inner spaces (RFC 9110 field-value).
+HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+
+
+def header_name_reserved(name: str) -> bool:
+    lower = name.lower()
+    return lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES)
+
+
+def check_credential(*, auth_type: str, auth_name: str, auth_value: str | None) -> None:
+    """Raise ValidationError by field (auth_name, auth_value) unless the proxy can send this credential
+    as it is: no line break or control character anywhere (it would break every proxied request), a
+    header name that is a token the proxy does not manage itself. `auth_value` None: not checked (the
+    caller has none). No message ever quotes the value."""
+    errors: dict[str, list[str]] = {}
+    name = auth_name or ""
+    if auth_type in ("header", "query"):
+        kind = "header" if auth_type == "header" else "query parameter"
+        if not HEADER_OR_PARAM_NAME.fullmatch(name):
+            errors["auth_name"] = [f"Enter the {kind}'s name: 1 to 100 letters, digits, - and _."]
+        elif auth_type == "header" and header_name_reserved(name):
+            hint = " (use the basic or bearer auth type)" if name.lower() == "authorization" else ""
+            errors["auth_name"] = [f"{name} is a header the proxy manages itself{hint}; choose another."]
+    elif auth_type == "basic" and (":" in name or not name.isprintable()):
+        errors["auth_name"] = ["The user may not contain a colon, line breaks or control characters."]
+    if auth_value:
+        if auth_type in ("bearer", "header"):
+            if not HEADER_VALUE.fullmatch(auth_value):
+                errors["auth_value"] = [
+                    "The credential is sent in a header: use printable ASCII characters only, with no line "
+                    "break, control character, or space at its start or end."
+                ]
+        elif not auth_value.isprintable():
+            errors["auth_value"] = ["The credential may not contain line breaks or control characters."]
+    if errors:
+        raise ValidationError(errors)

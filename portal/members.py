@@ -119,6 +119,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
                 role=form.cleaned_data["role"],
                 actor_role=actor_role,
                 actor=request.user,
+                ip_address=client_ip(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
@@ -137,7 +138,10 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
     if request.method == "POST":
         try:
             services.member_remove(
-                membership=membership, actor_role=request.membership.role, actor=request.user
+                membership=membership,
+                actor_role=request.membership.role,
+                actor=request.user,
+                ip_address=client_ip(request),
             )
         except ValidationError as exc:
             context["errors"] = exc.messages

@@ -9,6 +9,7 @@ import logging
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError
 from django.http import Http404
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions
@@ -19,6 +20,9 @@ from keys.errors import ERROR_STATUS, error_payload
 from keys.request_ids import request_id
 
 logger = logging.getLogger(__name__)
+
+# Seconds a caller is told to wait when the database does not answer (a restart or a failover).
+SERVICE_UNAVAILABLE_RETRY_AFTER = 5
 
 
 class ApiError(exceptions.APIException):
@@ -58,6 +62,8 @@ def fields_of(exc: exceptions.ValidationError | DjangoValidationError) -> dict:
 
 
 def _summary(fields: dict) -> str:
+    if list(fields) == ["non_field_errors"]:  # about the request as a whole: its own words say it best
+        return " ".join(str(message) for message in fields["non_field_errors"])
     names = ", ".join(sorted(fields))
     return f"The request is not valid ({names})." if names else "The request is not valid."
 
@@ -88,6 +94,8 @@ def _classify(exc: Exception) -> tuple[str, str, dict | None]:
         return "unsupported_media_type", str(exc.detail), None
     if isinstance(exc, exceptions.Throttled):
         return "rate_limited", "Too many requests; retry later.", None
+    if isinstance(exc, DatabaseError):  # OperationalError, InterfaceError…: the database is unreachable
+        return "service_unavailable", "The service is briefly unavailable; retry in a few seconds.", None
     raise KeyError(type(exc).__name__)
 
 
@@ -112,6 +120,9 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     except KeyError:
         logger.exception("api: unexpected error")
         return error_response(request, "internal_error", "Something went wrong on our side.")
+    if code == "service_unavailable":
+        # Logged (the exception names no secret), never shown: the caller only learns to retry.
+        logger.error("api: database unavailable: %s", type(exc).__name__, exc_info=True)
     headers = {}
     auth_header = getattr(exc, "auth_header", None)
     if auth_header and ERROR_STATUS[code] == 401:
@@ -119,6 +130,8 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     retry_after = getattr(exc, "retry_after", None) or getattr(exc, "wait", None)
     if code == "rate_limited":
         headers["Retry-After"] = str(max(1, int(retry_after or 1)))
+    if code == "service_unavailable":
+        headers["Retry-After"] = str(SERVICE_UNAVAILABLE_RETRY_AFTER)
     if code == "method_not_allowed" and context.get("view") is not None:
         headers["Allow"] = ", ".join(context["view"].allowed_methods)
     return error_response(request, code, message, fields, headers)

@@ -1,8 +1,10 @@
 """The token exchange (DESIGN.md "Token exchange"): a key's id and secret in, a short-lived access token
 out; and the revocation of a token by whoever holds it.
 
-Attempts are counted per client address and per key id (django-ratelimit, in the shared cache) so the
-exchange cannot be used to guess secrets; over the limit it answers 429 `rate_limited`.
+Limits (django-ratelimit, in the shared cache), each answering 429 `rate_limited` past it:
+- every attempt, per client address (a generous ceiling);
+- failed attempts, per key id *and* client address: a guesser is stopped, before any check, while the
+  key's owner, calling from elsewhere with the right secret, is never refused by someone else's guesses.
 """
 
 import base64
@@ -35,8 +37,9 @@ KEY_MESSAGES = {
 }
 
 
-def _count_attempt(request: Request, *, scope: str, value: str, rate: str) -> None:
-    """Count one exchange attempt for `value`; raise 429 past the rate. Fails open if the cache is down
+def _limit(request: Request, *, scope: str, value: str, rate: str, increment: bool) -> None:
+    """Raise 429 when `value` is past `rate` in its scope: counting this request (`increment`), or only
+    reading the count (then the limit is reached at `rate`'s number). Fails open if the cache is down
     (as the proxy's limits do): secrets are too long to guess, availability matters more."""
     try:
         usage = get_usage(
@@ -44,12 +47,15 @@ def _count_attempt(request: Request, *, scope: str, value: str, rate: str) -> No
             group=f"keys.api.token_exchange.{scope}",
             key=lambda group, request: value,
             rate=rate,
-            increment=True,
+            increment=increment,
         )
     except Exception:  # noqa: BLE001 - any cache failure: serve, log
         logger.warning("token exchange: rate-limit counter unavailable, not limiting", exc_info=True)
         return
-    if usage is not None and usage["should_limit"] and usage["time_left"] >= 0:
+    if usage is None or usage["time_left"] < 0:  # disabled, or the counter could not be read
+        return
+    over = usage["should_limit"] if increment else usage["count"] >= usage["limit"]
+    if over:
         raise ApiError(
             "rate_limited", "Too many token requests; retry later.", retry_after=usage["time_left"]
         )
@@ -88,13 +94,18 @@ class AccessTokenView(APIView):
         summary="Exchange a key's id and secret for a short-lived access token",
     )
     def post(self, request: Request) -> Response:
-        _count_attempt(
-            request, scope="address", value=client_address(request), rate=settings.KEYS_TOKEN_EXCHANGE_IP_RATE
+        address = client_address(request)
+        _limit(
+            request, scope="address", value=address, rate=settings.KEYS_TOKEN_EXCHANGE_IP_RATE, increment=True
         )
         key_id, secret = _basic_credentials(request)
-        _count_attempt(request, scope="key", value=key_id[:64], rate=settings.KEYS_TOKEN_EXCHANGE_RATE)
+        # Failures from this address for this key: read before the check, so that past the limit even
+        # a right guess is refused; counted only when the check fails.
+        failures = {"scope": "failures", "value": f"{key_id[:64]} {address}"}
+        _limit(request, **failures, rate=settings.KEYS_TOKEN_EXCHANGE_RATE, increment=False)
         api_key, error = selectors.api_key_authenticate(key_id=key_id, secret=secret)
         if error is not None:
+            _limit(request, **failures, rate=settings.KEYS_TOKEN_EXCHANGE_RATE, increment=True)
             shown = api_key.key_id if api_key is not None else "That key"
             raise ApiError(error, KEY_MESSAGES[error].format(key_id=shown))
         serializer = s.AccessTokenRequestSerializer(data=parse_json(request.body))

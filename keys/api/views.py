@@ -71,7 +71,9 @@ class KeyViewSet(TenantScoped, viewsets.ViewSet):
     """API keys: developers and above manage them; every member reads them."""
 
     lookup_url_kwarg = "id"
-    lookup_value_regex = "[^/]+"
+    # A key id's shape: any other text in the URL is no route (404) and never reaches a query
+    # (PostgreSQL refuses a NUL in text, for one).
+    lookup_value_regex = "pk_[0-9A-Za-z]{1,64}"
     pagination_class = Pagination
 
     def get_key(self) -> ApiKey:
@@ -165,7 +167,8 @@ class UpstreamViewSet(TenantScoped, viewsets.ViewSet):
 
     write_role = Role.ADMIN
     lookup_url_kwarg = "slug"
-    lookup_value_regex = "[^/]+"
+    # A slug's shape (keys.models.slug_validator): anything else is no route, as for key ids.
+    lookup_value_regex = "[a-z0-9][a-z0-9-]{0,49}"
     pagination_class = Pagination
 
     def get_upstream(self, *, owned: bool) -> Upstream:
@@ -317,7 +320,11 @@ class MemberViewSet(TenantScoped, viewsets.ViewSet):
     def create(self, request: Request) -> Response:
         fields = self.valid(s.MemberCreateSerializer, request.data)
         member = services.member_add(
-            tenant=self.access.tenant, actor_role=self.access.role, actor=self.access.actor, **fields
+            tenant=self.access.tenant,
+            actor_role=self.access.role,
+            actor=self.access.actor,
+            ip_address=client_address(request),
+            **fields,
         )
         return Response(s.MemberSerializer(member).data, status=status.HTTP_201_CREATED)
 
@@ -338,7 +345,11 @@ class MemberViewSet(TenantScoped, viewsets.ViewSet):
     def partial_update(self, request: Request, id: str) -> Response:
         fields = self.valid(s.MemberUpdateSerializer, request.data)
         member = services.member_change_role(
-            membership=self.get_member(), actor_role=self.access.role, actor=self.access.actor, **fields
+            membership=self.get_member(),
+            actor_role=self.access.role,
+            actor=self.access.actor,
+            ip_address=client_address(request),
+            **fields,
         )
         return Response(s.MemberSerializer(member).data)
 
@@ -349,7 +360,10 @@ class MemberViewSet(TenantScoped, viewsets.ViewSet):
     )
     def destroy(self, request: Request, id: str) -> Response:
         services.member_remove(
-            membership=self.get_member(), actor_role=self.access.role, actor=self.access.actor
+            membership=self.get_member(),
+            actor_role=self.access.role,
+            actor=self.access.actor,
+            ip_address=client_address(request),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 

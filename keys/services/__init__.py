@@ -54,6 +54,7 @@ from keys.services.tenants import (
     member_change_role,
     member_remove,
     membership_set,
+    tenant_check_limit,
     tenant_create,
     tenant_set_active,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "member_change_role",
     "member_remove",
     "membership_set",
+    "tenant_check_limit",
     "tenant_create",
     "tenant_set_active",
     "upstream_create",

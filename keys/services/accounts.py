@@ -54,14 +54,21 @@ def user_create_with_password(*, email: str, password: str) -> AbstractBaseUser:
         raise ValidationError({"email": [ACCOUNT_EXISTS]}, code="account_exists") from exc
 
 
-def _user_to_add(*, email: str) -> AbstractBaseUser:
-    """The account a membership by e-mail goes to: a new or unclaimed one (no usable password: whoever
-    sets it by reset proves the address), or one whose e-mail is confirmed. Never an account someone
-    signed up for with an address they have not proven: that would hand them the membership."""
-    user = user_get_or_create(email=email)
-    if user.has_usable_password() and not selectors.email_confirmed(user=user):
+def _user_to_add(*, email: str, by_operator: bool = False) -> AbstractBaseUser:
+    """The account a membership by e-mail goes to: a new one (made here without a usable password:
+    whoever sets it by reset proves the address), or one whose e-mail is confirmed. Never an existing
+    account that has not proven its address, whether someone signed up with it or it was made earlier
+    without a password (by create_tenant, or another tenant's add) and never claimed: adding it would
+    hand a membership to whoever claims it, without the consent of the address's owner. They must
+    accept an invitation. `by_operator`: create_tenant may give a new tenant to an unclaimed account
+    (the operator made it)."""
+    existing = User.objects.filter(email__iexact=User.objects.normalize_email(email.strip())).first()
+    if existing is None:
+        return user_get_or_create(email=email)
+    unclaimed = not existing.has_usable_password()
+    if not selectors.email_confirmed(user=existing) and not (by_operator and unclaimed):
         raise ValidationError({"email": [UNCONFIRMED_ACCOUNT]}, code="unconfirmed")
-    return user
+    return existing
 
 
 # --- E-mail confirmation -------------------------------------------------------------------------

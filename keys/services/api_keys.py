@@ -12,6 +12,7 @@ from django.utils import timezone
 from keys import crypto, origins, validators
 from keys.models import AccessToken, ApiKey, Tenant, Upstream
 from keys.services.audit import Actor, audit_record
+from keys.services.tenants import tenant_check_limit
 
 KEY_FIELDS = (
     "name",
@@ -49,6 +50,8 @@ def api_key_create(
     unknown = set(fields) - set(KEY_FIELDS)
     if unknown:
         raise ValidationError({field: ["This field cannot be set."] for field in unknown})
+    live = ApiKey.objects.filter(tenant=tenant, revoked_at__isnull=True)
+    tenant_check_limit(tenant=tenant, rows=live, setting="KEYS_MAX_KEYS_PER_TENANT", what="live keys")
     secret = crypto.new_secret()
     api_key = ApiKey(
         tenant=tenant,
@@ -198,12 +201,18 @@ def access_token_issue(
 
 
 @transaction.atomic
-def access_token_revoke(*, token: AccessToken, actor: Actor = None) -> AccessToken:
+def access_token_revoke(
+    *, token: AccessToken, actor: Actor = None, ip_address: str | None = None
+) -> AccessToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
         if actor is not None:
             audit_record(
-                action="access_token.revoked", tenant=token.api_key.tenant, actor=actor, target=token
+                action="access_token.revoked",
+                tenant=token.api_key.tenant,
+                actor=actor,
+                target=token,
+                ip_address=ip_address,
             )
     return token

@@ -9,6 +9,7 @@ from django.utils import timezone
 from keys import crypto
 from keys.models import ManagementToken, Tenant
 from keys.services.audit import Actor, audit_record
+from keys.services.tenants import tenant_check_limit
 
 
 @transaction.atomic
@@ -16,6 +17,13 @@ def management_token_create(
     *, tenant: Tenant, name: str = "default", actor: Actor = None, ip_address: str | None = None
 ) -> tuple[ManagementToken, str]:
     """A token for the management API, scoped to one tenant. Returns the row and its clear value, once."""
+    live = ManagementToken.objects.filter(tenant=tenant, revoked_at__isnull=True)
+    tenant_check_limit(
+        tenant=tenant,
+        rows=live,
+        setting="KEYS_MAX_MANAGEMENT_TOKENS_PER_TENANT",
+        what="live management tokens",
+    )
     clear = crypto.new_management_token()
     token = ManagementToken(
         tenant=tenant,

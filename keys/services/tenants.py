@@ -1,9 +1,11 @@
 """Tenants and their members, under the owner rules: only an owner grants or takes the owner role, and
 a tenant always keeps one owner."""
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 
 from keys.models import Membership, Role, Tenant
 from keys.services.accounts import _user_to_add
@@ -24,7 +26,7 @@ def tenant_create(
     tenant = Tenant(slug=slug, name=name or slug)
     tenant.full_clean()
     tenant.save()
-    owner = owner if owner is not None else _user_to_add(email=owner_email)
+    owner = owner if owner is not None else _user_to_add(email=owner_email, by_operator=True)
     membership = Membership.objects.create(tenant=tenant, user=owner, role=Role.OWNER)
     audit_record(
         action="tenant.created", tenant=tenant, actor=actor, target=tenant, data={"owner": owner.email}
@@ -32,8 +34,24 @@ def tenant_create(
     return tenant, membership
 
 
+def tenant_check_limit(*, tenant: Tenant, rows: QuerySet, setting: str, what: str) -> None:
+    """Refuse one more of `rows` (the tenant's keys, tokens or upstreams) once they number the limit
+    `setting` names. The tenant's row is locked first, so two creations at once count one after the
+    other (call it inside the creating transaction)."""
+    list(Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True))
+    limit = getattr(settings, setting)
+    if rows.count() >= limit:
+        raise ValidationError(
+            f"{tenant.name} has reached its limit of {limit} {what}: revoke or delete one first, "
+            "or ask the operator to raise the limit.",
+            code="limit_reached",
+        )
+
+
 @transaction.atomic
-def tenant_set_active(*, tenant: Tenant, is_active: bool, actor: Actor = None) -> Tenant:
+def tenant_set_active(
+    *, tenant: Tenant, is_active: bool, actor: Actor = None, ip_address: str | None = None
+) -> Tenant:
     tenant.is_active = is_active
     tenant.save(update_fields=["is_active"])
     audit_record(
@@ -41,12 +59,15 @@ def tenant_set_active(*, tenant: Tenant, is_active: bool, actor: Actor = None) -
         tenant=tenant,
         actor=actor,
         target=tenant,
+        ip_address=ip_address,
     )
     return tenant
 
 
 @transaction.atomic
-def membership_set(*, tenant: Tenant, user: AbstractBaseUser, role: str, actor: Actor = None) -> Membership:
+def membership_set(
+    *, tenant: Tenant, user: AbstractBaseUser, role: str, actor: Actor = None, ip_address: str | None = None
+) -> Membership:
     """Add the user to the tenant with `role`, or change the role of an existing member."""
     if role not in Role.values:
         raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}."]})
@@ -58,6 +79,7 @@ def membership_set(*, tenant: Tenant, user: AbstractBaseUser, role: str, actor: 
         tenant=tenant,
         actor=actor,
         target=membership,
+        ip_address=ip_address,
         data={"user": user.get_username(), "role": role},
     )
     return membership
@@ -77,7 +99,15 @@ def _check_owner_rules(*, membership: Membership | None, role: str, actor_role: 
 
 
 @transaction.atomic
-def member_add(*, tenant: Tenant, email: str, role: str, actor_role: str, actor: Actor = None) -> Membership:
+def member_add(
+    *,
+    tenant: Tenant,
+    email: str,
+    role: str,
+    actor_role: str,
+    actor: Actor = None,
+    ip_address: str | None = None,
+) -> Membership:
     """Add a person by e-mail (created without a password if new: they set one by reset)."""
     if role not in Role.values:
         raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}."]})
@@ -85,22 +115,26 @@ def member_add(*, tenant: Tenant, email: str, role: str, actor_role: str, actor:
     user = _user_to_add(email=email)
     if Membership.objects.filter(tenant=tenant, user=user).exists():
         raise ValidationError({"email": ["This person is already a member."]})
-    return membership_set(tenant=tenant, user=user, role=role, actor=actor)
+    return membership_set(tenant=tenant, user=user, role=role, actor=actor, ip_address=ip_address)
 
 
 @transaction.atomic
 def member_change_role(
-    *, membership: Membership, role: str, actor_role: str, actor: Actor = None
+    *, membership: Membership, role: str, actor_role: str, actor: Actor = None, ip_address: str | None = None
 ) -> Membership:
     if role not in Role.values:
         raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}."]})
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
     _check_owner_rules(membership=membership, role=role, actor_role=actor_role)
-    return membership_set(tenant=membership.tenant, user=membership.user, role=role, actor=actor)
+    return membership_set(
+        tenant=membership.tenant, user=membership.user, role=role, actor=actor, ip_address=ip_address
+    )
 
 
 @transaction.atomic
-def member_remove(*, membership: Membership, actor_role: str, actor: Actor = None) -> None:
+def member_remove(
+    *, membership: Membership, actor_role: str, actor: Actor = None, ip_address: str | None = None
+) -> None:
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
     _check_owner_rules(membership=membership, role="", actor_role=actor_role)
     audit_record(
@@ -108,6 +142,7 @@ def member_remove(*, membership: Membership, actor_role: str, actor: Actor = Non
         tenant=membership.tenant,
         actor=actor,
         target=membership,
+        ip_address=ip_address,
         data={"user": membership.user.get_username(), "role": membership.role},
     )
     membership.delete()

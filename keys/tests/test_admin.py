@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.admin.sites import site
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
@@ -15,6 +15,7 @@ from keys.models import (
     AuditEvent,
     AuthType,
     Membership,
+    Role,
     Tenant,
     Upstream,
     UsageRecord,
@@ -327,6 +328,9 @@ def test_upstream_admin_add_on_a_private_address_is_allowed_when_staff_ticks_it(
         ({"base_url": "https://user:pw@8.8.8.8"}, "base_url"),
         ({"auth_type": "header", "auth_name": "Host", "auth_value": "x"}, "auth_name"),
         ({"auth_type": "bearer"}, "auth_value"),
+        ({"auth_type": "bearer", "auth_value": "admin-cred\r\nX-Injected: 1"}, "auth_value"),
+        ({"auth_type": "header", "auth_name": "Proxy-Authorization", "auth_value": "x"}, "auth_name"),
+        ({"auth_type": "header", "auth_name": "Keep-Alive", "auth_value": "x"}, "auth_name"),
     ],
 )
 def test_upstream_admin_shows_validation_errors_by_field(staff_client, overrides, field):
@@ -427,3 +431,195 @@ def test_key_expiring_is_listed_by_state(staff_client, tenant):
     services.api_key_create(tenant=tenant, name="alive")
     page = staff_client.get(reverse("admin:keys_apikey_changelist") + "?state=expired").content.decode()
     assert "gone" in page and "alive" not in page
+
+
+# --- the admin login: limited like the portal's -------------------------------------------------------
+
+BALANCER = "10.0.0.5"
+
+
+def admin_login(client, username: str, password: str, address: str | None = None):
+    """POST the admin's real login form, with the CSRF token its page set (as a browser would)."""
+    login = reverse("admin:login")
+    extra = {"HTTP_X_FORWARDED_FOR": address} if address else {}
+    client.get(login, **extra)
+    token = client.cookies["csrftoken"].value
+    data = {"username": username, "password": password, "csrfmiddlewaretoken": token, "next": "/admin/"}
+    return client.post(login, data, **extra)
+
+
+def signed_in(client) -> bool:
+    return "_auth_user_id" in client.session
+
+
+@pytest.fixture
+def behind_balancer(settings):
+    settings.PROXY_TRUSTED_PROXIES = [f"{BALANCER}/32"]
+    return Client(enforce_csrf_checks=True, REMOTE_ADDR=BALANCER)
+
+
+@pytest.mark.usefixtures("fresh_rate_limits")
+def test_thirty_wrong_passwords_then_the_right_one_does_not_sign_in(staff_user, settings):
+    settings.ADMIN_LOGIN_RATE = "10/m"
+    client = Client(enforce_csrf_checks=True)
+    for _ in range(30):
+        assert admin_login(client, "staff", "wrong").status_code == 200
+    response = admin_login(client, "staff", "pw")
+    assert response.status_code == 200 and not signed_in(client)
+    assert "Too many login attempts" in response.content.decode()
+    assert client.get(reverse("admin:index")).status_code == 302
+
+
+@pytest.mark.usefixtures("fresh_rate_limits")
+def test_within_the_limit_the_right_password_signs_in(staff_user, settings):
+    settings.ADMIN_LOGIN_RATE = "3/m"
+    client = Client(enforce_csrf_checks=True)
+    admin_login(client, "staff", "wrong")
+    assert admin_login(client, "staff", "pw").status_code == 302 and signed_in(client)
+
+
+@pytest.mark.usefixtures("fresh_rate_limits")
+def test_admin_login_is_limited_per_username_whatever_the_address(staff_user, behind_balancer, settings):
+    settings.ADMIN_LOGIN_RATE = "3/m"
+    for n in range(3):
+        admin_login(behind_balancer, "staff", "wrong", address=f"198.51.100.{n + 1}")
+    admin_login(behind_balancer, "staff", "pw", address="198.51.100.99")
+    assert not signed_in(behind_balancer)
+
+
+@pytest.mark.usefixtures("fresh_rate_limits")
+def test_admin_login_is_limited_per_client_address_by_the_trusted_proxy_rule(
+    staff_user, behind_balancer, settings
+):
+    settings.ADMIN_LOGIN_RATE = "3/m"
+    for n in range(3):
+        admin_login(behind_balancer, f"guess{n}", "wrong", address="203.0.113.7")
+    admin_login(behind_balancer, "staff", "pw", address="203.0.113.7")
+    assert not signed_in(behind_balancer)
+    # Every visitor reaches the site through the same balancer: another client is not limited.
+    other = Client(enforce_csrf_checks=True, REMOTE_ADDR=BALANCER)
+    assert admin_login(other, "staff", "pw", address="192.0.2.44").status_code == 302
+    assert signed_in(other)
+
+
+def test_the_admins_view_site_link_goes_to_the_portal(staff_client):
+    page = staff_client.get(reverse("admin:index"))
+    assert page.context["site_url"] == reverse("portal:home") == "/portal/"
+    assert 'href="/portal/"' in page.content.decode()
+
+
+# --- memberships through the services, with the client's address ------------------------------------
+
+CLIENT = "203.0.113.50"
+
+
+@pytest.fixture
+def staff_behind_balancer(staff_user, settings):
+    """Staff signed in to the admin, reaching the site through a trusted load balancer."""
+    settings.PROXY_TRUSTED_PROXIES = [f"{BALANCER}/32"]
+    client = Client(REMOTE_ADDR=BALANCER, HTTP_X_FORWARDED_FOR=CLIENT)
+    client.force_login(staff_user)
+    return client
+
+
+def only_owner(tenant) -> Membership:
+    return Membership.objects.get(tenant=tenant, role=Role.OWNER)
+
+
+def test_admin_adds_a_membership_through_the_service_with_the_clients_address(
+    staff_behind_balancer, tenant, user
+):
+    response = staff_behind_balancer.post(
+        reverse("admin:keys_membership_add"), {"tenant": tenant.pk, "user": user.pk, "role": "developer"}
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Membership.objects.get(tenant=tenant, user=user).role == Role.DEVELOPER
+    event = AuditEvent.objects.get(action="member.added", tenant=tenant, data__user=user.username)
+    assert event.ip_address == CLIENT and event.actor_label == "staff"
+
+
+def test_admin_changes_a_role_through_the_service_with_the_clients_address(
+    staff_behind_balancer, tenant, member
+):
+    membership = Membership.objects.get(tenant=tenant, user=member)
+    response = staff_behind_balancer.post(
+        reverse("admin:keys_membership_change", args=[membership.pk]), {"role": "admin"}
+    )
+    assert response.status_code == 302
+    assert Membership.objects.get(pk=membership.pk).role == Role.ADMIN
+    assert AuditEvent.objects.get(action="member.role_changed", tenant=tenant).ip_address == CLIENT
+
+
+def test_admin_cannot_demote_the_only_owner(staff_behind_balancer, tenant):
+    owner = only_owner(tenant)
+    url = reverse("admin:keys_membership_change", args=[owner.pk])
+    response = staff_behind_balancer.post(url, {"role": "viewer"}, follow=True)
+    assert response.status_code == 200
+    assert "at least one owner" in response.content.decode()
+    assert Membership.objects.get(pk=owner.pk).role == Role.OWNER
+    assert not AuditEvent.objects.filter(action="member.role_changed").exists()
+
+
+def test_admin_cannot_remove_the_only_owner(staff_behind_balancer, tenant):
+    owner = only_owner(tenant)
+    url = reverse("admin:keys_membership_delete", args=[owner.pk])
+    response = staff_behind_balancer.post(url, {"post": "yes"}, follow=True)
+    assert "at least one owner" in response.content.decode()
+    assert Membership.objects.filter(pk=owner.pk).exists()
+
+
+def test_admin_removes_a_member_through_the_service_with_the_clients_address(
+    staff_behind_balancer, tenant, member
+):
+    membership = Membership.objects.get(tenant=tenant, user=member)
+    url = reverse("admin:keys_membership_delete", args=[membership.pk])
+    assert staff_behind_balancer.post(url, {"post": "yes"}).status_code == 302
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+    assert AuditEvent.objects.get(action="member.removed", tenant=tenant).ip_address == CLIENT
+
+
+def test_the_tenant_pages_members_are_read_only(staff_client, tenant, member):
+    inline = staff_client.get(reverse("admin:keys_tenant_change", args=[tenant.pk])).context[
+        "inline_admin_formsets"
+    ]
+    memberships = next(formset for formset in inline if formset.formset.model is Membership)
+    assert not memberships.has_add_permission and not memberships.has_change_permission
+    assert not memberships.has_delete_permission
+
+
+def test_other_admin_changes_record_the_clients_address_not_the_balancers(
+    staff_behind_balancer, tenant, api_key, loopback_upstream
+):
+    staff_behind_balancer.post(
+        reverse("admin:keys_tenant_changelist"), {"action": "suspend", "_selected_action": [tenant.pk]}
+    )
+    staff_behind_balancer.post(
+        reverse("admin:keys_apikey_changelist"), {"action": "revoke", "_selected_action": [api_key.pk]}
+    )
+    staff_behind_balancer.post(
+        reverse("admin:keys_managementtoken_add"), {"tenant": tenant.pk, "name": "ops"}
+    )
+    token = tenant.management_tokens.get(name="ops")
+    staff_behind_balancer.post(
+        reverse("admin:keys_managementtoken_changelist"), {"action": "revoke", "_selected_action": [token.pk]}
+    )
+    staff_behind_balancer.post(
+        reverse("admin:keys_upstream_delete", args=[loopback_upstream.pk]), {"post": "yes"}
+    )
+    for action in (
+        "tenant.suspended",
+        "api_key.revoked",
+        "management_token.created",
+        "management_token.revoked",
+        "upstream.deleted",
+    ):
+        assert AuditEvent.objects.get(action=action).ip_address == CLIENT, action
+
+
+def test_a_service_refusal_in_the_admin_is_a_message_not_a_500(staff_client, tenant, settings):
+    settings.KEYS_MAX_MANAGEMENT_TOKENS_PER_TENANT = 0
+    response = staff_client.post(
+        reverse("admin:keys_managementtoken_add"), {"tenant": tenant.pk, "name": "ops"}, follow=True
+    )
+    assert response.status_code == 200 and "limit of 0" in response.content.decode()
+    assert not tenant.management_tokens.exists()

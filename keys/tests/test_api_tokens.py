@@ -181,15 +181,44 @@ def test_old_secret_exchanges_during_rotation_grace_only(api_key_and_secret):
     error_of(exchange(api_key, old), 401, "invalid_secret")
 
 
-def test_exchange_is_rate_limited_per_key_id(api_key_and_secret, settings):
+def _address() -> str:
+    return f"198.51.100.{random.randrange(1, 250)}"  # noqa: S311 - apart from other runs' counters
+
+
+WRONG = "sk_" + "x" * 38
+
+
+def test_thirty_wrong_secrets_never_lock_out_the_owners_right_secret(api_key_and_secret, settings):
+    settings.KEYS_TOKEN_EXCHANGE_RATE, settings.KEYS_TOKEN_EXCHANGE_IP_RATE = "30/m", "60/m"  # the defaults
+    api_key, secret = api_key_and_secret
+    guesser = _address()
+    for _ in range(30):
+        error_of(exchange(api_key, WRONG, REMOTE_ADDR=guesser), 401, "invalid_secret")
+    for _ in range(5):  # the guesser keeps being refused past the limit
+        response = exchange(api_key, WRONG, REMOTE_ADDR=guesser)
+        error_of(response, 429, "rate_limited")
+        assert 1 <= int(response["Retry-After"]) <= 60
+    assert exchange(api_key, secret, REMOTE_ADDR="192.0.2.10").status_code == 201
+
+
+def test_past_the_failure_limit_the_guesser_is_refused_even_a_right_guess(api_key_and_secret, settings):
     settings.KEYS_TOKEN_EXCHANGE_RATE = "3/m"
     api_key, secret = api_key_and_secret
-    address = f"198.51.100.{random.randrange(1, 250)}"  # noqa: S311 - apart from other runs' counters
+    guesser = _address()
     for _ in range(3):
-        error_of(exchange(api_key, "sk_" + "x" * 38, REMOTE_ADDR=address), 401, "invalid_secret")
-    response = exchange(api_key, secret, REMOTE_ADDR=address)
-    error_of(response, 429, "rate_limited")
-    assert 1 <= int(response["Retry-After"]) <= 60
+        error_of(exchange(api_key, WRONG, REMOTE_ADDR=guesser), 401, "invalid_secret")
+    error_of(exchange(api_key, secret, REMOTE_ADDR=guesser), 429, "rate_limited")
+
+
+def test_successful_exchanges_are_not_counted_as_failures(api_key_and_secret, settings):
+    settings.KEYS_TOKEN_EXCHANGE_RATE = "3/m"
+    api_key, secret = api_key_and_secret
+    owner = _address()
+    for _ in range(10):
+        assert exchange(api_key, secret, REMOTE_ADDR=owner).status_code == 201
+    for _ in range(3):
+        error_of(exchange(api_key, WRONG, REMOTE_ADDR=owner), 401, "invalid_secret")
+    error_of(exchange(api_key, WRONG, REMOTE_ADDR=owner), 429, "rate_limited")
 
 
 def test_exchange_is_rate_limited_per_client_address(tenant, settings):

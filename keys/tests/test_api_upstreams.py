@@ -127,3 +127,99 @@ def test_delete_own_upstream_is_204_then_404(api):
     assert api.delete("/api/v1/upstreams/rpc").status_code == 204
     assert not Upstream.objects.filter(slug="rpc").exists()
     error_of(api.get("/api/v1/upstreams/rpc"), 404, "not_found")
+
+
+# --- Credentials the proxy could not send: refused at save, never echoed ------------------------------
+
+BAD_VALUE = "tok-Zq81\r\nX-Injected: 1"
+RESERVED_NAMES = [
+    "Authorization",
+    "Proxy-Authorization",
+    "TE",
+    "Upgrade",
+    "Keep-Alive",
+    "Connection",
+    "Transfer-Encoding",
+    "Content-Length",
+    "Host",
+    "Cookie",
+    "Trailer",
+    "Proxy-Foo",
+    "X-Forwarded-For",
+    "X-Request-Id",
+    "Traceparent",
+]
+
+
+@pytest.mark.parametrize(
+    "value", [BAD_VALUE, "tok\nnext", "tok\rnext", "tok\x00", "tok\x7f", "tok\tx", " tok", "tök-€"]
+)
+@pytest.mark.parametrize("auth_type", ["bearer", "header"])
+def test_a_header_credential_with_line_breaks_or_control_characters_is_400_never_echoed(
+    api, auth_type, value
+):
+    response = create(api, auth={"type": auth_type, "name": "X-Api-Key", "value": value})
+    error = error_of(response, 400, "invalid_request")
+    assert list(error["fields"]) in (["auth_value"], ["auth"])  # a NUL: DRF's own refusal, on `auth`
+    assert value not in response.content.decode() and "tok" not in response.content.decode()
+    assert not Upstream.objects.filter(slug="rpc").exists()
+
+
+@pytest.mark.parametrize("auth_type, name", [("basic", "user"), ("query", "apikey")])
+@pytest.mark.parametrize("value", [BAD_VALUE, "pw\x00", "pw\u2028x"])
+def test_a_basic_or_query_credential_with_control_characters_is_400(api, auth_type, name, value):
+    response = create(api, auth={"type": auth_type, "name": name, "value": value})
+    assert list(error_of(response, 400, "invalid_request")["fields"]) in (["auth_value"], ["auth"])
+    assert "Zq81" not in response.content.decode()
+
+
+@pytest.mark.parametrize("name", RESERVED_NAMES + [n.lower() for n in RESERVED_NAMES[:5]])
+def test_a_header_the_proxy_manages_is_refused_as_the_credentials_name(api, name):
+    response = create(api, auth={"type": "header", "name": name, "value": "v"})
+    assert list(error_of(response, 400, "invalid_request")["fields"]) == ["auth_name"]
+    assert not Upstream.objects.filter(slug="rpc").exists()
+
+
+# (Leading and trailing white space, line breaks included, DRF trims before the service sees the name.)
+@pytest.mark.parametrize("name", ["X\nKey", "X\r\nKey: 1", "X Key", "X:Key", "X-Kéy", "", "(X)"])
+@pytest.mark.parametrize("auth_type", ["header", "query"])
+def test_a_name_that_is_not_a_token_is_refused(api, auth_type, name):
+    response = create(api, auth={"type": auth_type, "name": name, "value": "v"})
+    assert list(error_of(response, 400, "invalid_request")["fields"]) == ["auth_name"]
+
+
+@pytest.mark.parametrize("user", ["us:er", "us\r\ner", "user\x00"])
+def test_a_basic_user_with_a_colon_or_control_characters_is_refused(api, user):
+    response = create(api, auth={"type": "basic", "name": user, "value": "pw"})
+    assert list(error_of(response, 400, "invalid_request")["fields"]) in (["auth_name"], ["auth"])
+
+
+def test_an_update_to_a_bad_credential_is_refused_and_keeps_the_stored_one(api):
+    assert create(api, auth={"type": "bearer", "value": "good-token"}).status_code == 201
+    response = api.patch(
+        "/api/v1/upstreams/rpc", {"auth": {"type": "bearer", "value": BAD_VALUE}}, format="json"
+    )
+    assert list(error_of(response, 400, "invalid_request")["fields"]) == ["auth_value"]
+    assert crypto.decrypt(Upstream.objects.get(slug="rpc").auth_value_encrypted) == "good-token"
+
+
+def test_a_stored_query_credential_cannot_move_into_a_header_it_would_break(api):
+    assert create(api, auth={"type": "query", "name": "key", "value": "naïve-key"}).status_code == 201
+    response = api.patch(
+        "/api/v1/upstreams/rpc", {"auth": {"type": "header", "name": "X-Key"}}, format="json"
+    )
+    assert list(error_of(response, 400, "invalid_request")["fields"]) == ["auth_value"]
+    assert "naïve" not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"type": "bearer", "value": "eyJhbGciOi.J9-_~+/="},
+        {"type": "header", "name": "X-Api-Key", "value": "key with inner spaces"},
+        {"type": "basic", "name": "", "value": "pässwörd with spaces"},
+        {"type": "query", "name": "api_key", "value": "ключ"},
+    ],
+)
+def test_ordinary_credentials_are_still_accepted(api, auth):
+    assert create(api, auth=auth).status_code == 201

@@ -56,3 +56,15 @@ def test_api_token_and_upstream_changes_record_the_address(tenant, tenant_upstre
     )
     assert address_of("management_token.revoked") == ADDRESS
     assert address_of("upstream.deleted") == ADDRESS
+
+
+def test_api_member_changes_record_the_address(tenant):
+    _, clear = services.management_token_create(tenant=tenant, name="api", actor="test")
+    api = APIClient(REMOTE_ADDR=ADDRESS, HTTP_AUTHORIZATION=f"Bearer {clear}")
+    member_id = api.post(
+        "/api/v1/members", {"email": "m@corp.example", "role": "viewer"}, format="json"
+    ).json()["id"]
+    api.patch(f"/api/v1/members/{member_id}", {"role": "developer"}, format="json")
+    api.delete(f"/api/v1/members/{member_id}")
+    for action in ("member.added", "member.role_changed", "member.removed"):
+        assert address_of(action) == ADDRESS, action

@@ -121,6 +121,23 @@ def test_create_upstream_refuses_a_private_address(tenant, base_url):
     assert not Upstream.objects.filter(slug="lan").exists()
 
 
+@pytest.mark.parametrize(
+    "auth, field",
+    [
+        (["--auth-type", "bearer", "--auth-value", "cmd-cred-Zq81\r\nX-Injected: 1"], "auth_value"),
+        (["--auth-type", "header", "--auth-name", "X-Key", "--auth-value", "cmd-cred-Zq81\n"], "auth_value"),
+        (["--auth-type", "header", "--auth-name", "Proxy-Authorization", "--auth-value", "v"], "auth_name"),
+        (["--auth-type", "header", "--auth-name", "Authorization", "--auth-value", "v"], "auth_name"),
+        (["--auth-type", "header", "--auth-name", "Upgrade", "--auth-value", "v"], "auth_name"),
+    ],
+)
+def test_create_upstream_refuses_a_credential_the_proxy_could_not_send(db, auth, field):
+    with pytest.raises(CommandError, match=field) as refused:
+        run("create_upstream", "paid", "https://8.8.8.8", *auth)
+    assert "cmd-cred-Zq81" not in str(refused.value)
+    assert not Upstream.objects.filter(slug="paid").exists()
+
+
 def test_create_upstream_on_a_private_network_when_allowed(tenant):
     payload, _ = run(
         "create_upstream", "lan", "http://10.0.0.1:8545", "--tenant", "acme", "--allow-private-network"

@@ -625,6 +625,25 @@ def test_upstream_auth_is_validated(tenant, public_dns, auth, field):
 
 
 @pytest.mark.parametrize(
+    ("auth", "field"),
+    [
+        ({"auth_type": AuthType.HEADER, "auth_name": "X-Key\n", "auth_value": "v"}, "auth_name"),
+        ({"auth_type": AuthType.QUERY, "auth_name": "key\n", "auth_value": "v"}, "auth_name"),
+        ({"auth_type": AuthType.HEADER, "auth_name": "X-Key", "auth_value": "v\r\n"}, "auth_value"),
+        ({"auth_type": AuthType.BEARER, "auth_value": "tok\nX-Injected: 1"}, "auth_value"),
+        ({"auth_type": AuthType.BASIC, "auth_name": "user\n", "auth_value": "pw"}, "auth_name"),
+    ],
+)
+def test_upstream_auth_refuses_a_trailing_line_break_the_service_is_given(tenant, public_dns, auth, field):
+    with pytest.raises(ValidationError) as excinfo:
+        services.upstream_create(
+            tenant=tenant, slug="paid", base_url="https://api.example.com", resolve=public_dns, **auth
+        )
+    assert field_errors(excinfo) == {field}
+    assert "X-Injected" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
     "name",
     [
         "Host",

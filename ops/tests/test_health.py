@@ -2,7 +2,7 @@
 
 import pytest
 from django.core.cache import cache
-from django.test import override_settings
+from django.test import Client, override_settings
 
 DEAD_REDIS = {
     "default": {
@@ -37,3 +37,18 @@ def test_readyz_answers_503_when_the_cache_is_down(client, db):
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "not_ready", "checks": {"database": "ok", "cache": "unavailable"}}
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_and_readiness_never_redirect_under_the_production_https_redirect(db, settings, path):
+    # DJANGO_SECURE (on by default outside debug) turns on SECURE_SSL_REDIRECT; a load balancer's probe
+    # speaks plain HTTP and does not follow a 301.
+    settings.SECURE_SSL_REDIRECT = True
+    response = Client().get(path)  # a new client: the security middleware reads its settings at start
+    assert response.status_code == 200, response.get("Location")
+
+
+def test_other_pages_still_redirect_to_https_under_the_production_default(db, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    response = Client().get("/portal/login")
+    assert response.status_code == 301 and response["Location"].startswith("https://")

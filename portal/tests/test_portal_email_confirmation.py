@@ -96,12 +96,34 @@ def test_once_confirmed_the_account_may_be_added(attacker, api, client, mailoutb
     assert response.status_code == 201, response.content
 
 
-def test_new_and_unclaimed_addresses_are_still_added_without_a_password(api, tenant, other_tenant):
-    # owner@globex.example was made by tenant_create, without a password: nobody holds that account.
-    for email in ("fresh@corp.example", "owner@globex.example"):
-        response = api.post("/api/v1/members", {"email": email, "role": "viewer"}, format="json")
-        assert response.status_code == 201, response.content
-        assert not User.objects.get(email=email).has_usable_password()
+def test_a_new_address_is_still_added_without_a_password(api):
+    response = api.post("/api/v1/members", {"email": "fresh@corp.example", "role": "viewer"}, format="json")
+    assert response.status_code == 201, response.content
+    assert not User.objects.get(email="fresh@corp.example").has_usable_password()
+
+
+@pytest.mark.parametrize("spelling", ["owner@globex.example", "OWNER@globex.example"])
+def test_an_unclaimed_account_made_by_create_tenant_is_not_added_without_consent(
+    api, tenant, other_tenant, spelling
+):
+    # owner@globex.example was made by tenant_create, without a password: whoever claims it by a reset
+    # would find themselves in acme, which nobody asked them about. They must accept an invitation.
+    response = api.post("/api/v1/members", {"email": spelling, "role": "admin"}, format="json")
+    fields = error_of(response, 400, "invalid_request")["fields"]
+    assert "invitation" in " ".join(fields["email"])
+    assert not Membership.objects.filter(tenant=tenant, user__email="owner@globex.example").exists()
+
+
+def test_an_account_added_unclaimed_by_one_tenant_cannot_be_added_by_another(api, other_api):
+    assert other_api.post("/api/v1/members", {"email": "new@corp.example", "role": "viewer"}, format="json")
+    response = api.post("/api/v1/members", {"email": "new@corp.example", "role": "viewer"}, format="json")
+    error_of(response, 400, "invalid_request")
+
+
+def test_create_tenant_may_still_give_an_operator_made_unclaimed_account_a_second_tenant(other_tenant):
+    call_command("create_tenant", "globex-eu", "--owner", "owner@globex.example", stdout=None)
+    owner = Membership.objects.get(tenant__slug="globex-eu", role=Role.OWNER).user
+    assert owner.email == "owner@globex.example" and not owner.has_usable_password()
 
 
 # --- The link mailed at sign-up --------------------------------------------------------------------

@@ -536,3 +536,38 @@ def test_csrf_is_enforced_on_create_edit_and_delete(portal_client, secret_upstre
     assert answer.status_code == 302
     assert Upstream.objects.filter(slug="weather").exists()
     assert not Upstream.objects.filter(slug="acme-rpc").exists()
+
+
+# --- Credentials the proxy could not send ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"auth_value": CREDENTIAL + "\r\nX-Injected: 1"}, "auth_value"),
+        ({"auth_value": CREDENTIAL + "\x00"}, "auth_value"),
+        ({"auth_type": "header", "auth_name": "Authorization"}, "auth_name"),
+        ({"auth_type": "header", "auth_name": "Proxy-Authorization"}, "auth_name"),
+        ({"auth_type": "header", "auth_name": "TE"}, "auth_name"),
+        ({"auth_type": "header", "auth_name": "Upgrade"}, "auth_name"),
+        ({"auth_type": "header", "auth_name": "Keep-Alive"}, "auth_name"),
+    ],
+)
+def test_a_credential_the_proxy_could_not_send_is_a_form_error_never_echoed(portal_client, overrides, field):
+    answer = portal_client(Role.ADMIN).post(url("upstream_create"), create_data(**overrides))
+    assert answer.status_code == 200
+    assert list(answer.context["form"].errors) == [field], answer.context["form"].errors
+    assert CREDENTIAL not in answer.content.decode()
+    assert not Upstream.objects.filter(slug="weather").exists()
+
+
+def test_editing_in_a_credential_with_a_line_break_is_a_form_error(portal_client, secret_upstream):
+    client = portal_client(Role.ADMIN)
+    answer = client.post(
+        url("upstream_edit", secret_upstream.slug),
+        edit_data(secret_upstream, auth_value=NEW_CREDENTIAL + "\n"),
+    )
+    assert list(answer.context["form"].errors) == ["auth_value"]
+    assert NEW_CREDENTIAL not in answer.content.decode()
+    secret_upstream.refresh_from_db()
+    assert crypto.decrypt(secret_upstream.auth_value_encrypted) == CREDENTIAL
