@@ -297,3 +297,8 @@ PROXY_USAGE_FLUSH_SECONDS = float(os.environ.get("PROXY_USAGE_FLUSH_SECONDS", "1
 PROXY_CORS_MAX_AGE = int(os.environ.get("PROXY_CORS_MAX_AGE", "600"))
 # Load balancers whose X-Forwarded-For is believed (CIDRs, comma-separated); none by default.
 PROXY_TRUSTED_PROXIES = env_list("PROXY_TRUSTED_PROXIES")
+# Bounds on user-agent allowlist entries, checked when a key is saved (keys/validators.py), so matching
+# stays cheap on every request: the longest pattern, its most `*`s, and the most patterns per key.
+KEYS_USER_AGENT_MAX_LENGTH = int(os.environ.get("KEYS_USER_AGENT_MAX_LENGTH", "256"))
+KEYS_USER_AGENT_MAX_WILDCARDS = int(os.environ.get("KEYS_USER_AGENT_MAX_WILDCARDS", "8"))
+KEYS_MAX_USER_AGENTS = int(os.environ.get("KEYS_MAX_USER_AGENTS", "20"))
