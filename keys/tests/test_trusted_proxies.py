@@ -54,5 +54,5 @@ def test_requests_under_a_bad_setting_are_not_500(site, entry):
 
     http = urllib3.PoolManager(retries=False, timeout=10)
     with override_settings(PROXY_TRUSTED_PROXIES=[entry]):
-        answer = http.request("GET", f"{site.url}/proxy/nowhere/pk_x/", headers={"X-Forwarded-For": "1.2.3.4"})
+        answer = http.request("GET", f"{site.url}/proxy/nowhere/x/", headers={"X-Forwarded-For": "1.2.3.9"})
     assert answer.status == 404 and answer.json()["error"]["code"] == "unknown_upstream"
