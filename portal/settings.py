@@ -280,10 +280,11 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "API keys <noreply@loc
 # --- The proxy (DESIGN.md "The proxy") ---
 # Largest request body relayed upstream, in bytes; larger ones answer 413 before any upstream byte.
 PROXY_MAX_BODY_BYTES = int(os.environ.get("PROXY_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
-# Seconds a cached key/upstream/token policy is trusted while the Redis push channel is live
-# (without it, one second: a revocation reaches every process within a second either way).
+# Seconds a cached key/upstream/token policy is trusted while the Redis push channel is live and has been
+# since the policy was loaded (otherwise one second: a revocation reaches every process within a second).
 PROXY_POLICY_TTL = float(os.environ.get("PROXY_POLICY_TTL", "300"))
-# Most policies each process keeps in memory.
+# Most policies of each kind each process keeps in memory (as many again for ids that do not exist);
+# the least recently used go first.
 PROXY_POLICY_CACHE_ENTRIES = int(os.environ.get("PROXY_POLICY_CACHE_ENTRIES", "50000"))
 # Connections kept open per upstream address, per process.
 PROXY_POOL_SIZE = int(os.environ.get("PROXY_POOL_SIZE", "32"))
