@@ -96,14 +96,15 @@ def serve(**env_overrides: str):
     )
     url = f"http://127.0.0.1:{port}"
     http = urllib3.PoolManager(retries=False, timeout=10, maxsize=64)
-    for _ in range(100):
+    for _ in range(300):  # a loaded CI machine may take well over 10 s to import Django in both workers
         try:
             if http.request("GET", f"{url}/healthz").status == 200:
                 break
         except urllib3.exceptions.HTTPError:
             time.sleep(0.1)
     else:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # the workers too, not only their parent
+        process.wait(timeout=10)
         log.seek(0)
         pytest.fail("granian did not start: " + log.read().decode()[-2000:])
     try:
