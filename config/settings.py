@@ -297,10 +297,11 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "API keys <noreply@loc
 # --- The proxy (DESIGN.md "The proxy") ---
 # Largest request body relayed upstream, in bytes; larger ones answer 413 before any upstream byte.
 PROXY_MAX_BODY_BYTES = int(os.environ.get("PROXY_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
-# Seconds a cached key/upstream/token policy is trusted while the Redis push channel is live
-# (without it, one second: a revocation reaches every process within a second either way).
+# Seconds a cached key/upstream/token policy is trusted while the Redis push channel is live and has been
+# since the policy was loaded (otherwise one second: a revocation reaches every process within a second).
 PROXY_POLICY_TTL = float(os.environ.get("PROXY_POLICY_TTL", "300"))
-# Most policies each process keeps in memory.
+# Most policies of each kind each process keeps in memory (as many again for ids that do not exist);
+# the least recently used go first.
 PROXY_POLICY_CACHE_ENTRIES = int(os.environ.get("PROXY_POLICY_CACHE_ENTRIES", "50000"))
 # Connections kept open per upstream address, per process.
 PROXY_POOL_SIZE = int(os.environ.get("PROXY_POOL_SIZE", "32"))
@@ -314,3 +315,8 @@ PROXY_USAGE_FLUSH_SECONDS = float(os.environ.get("PROXY_USAGE_FLUSH_SECONDS", "1
 PROXY_CORS_MAX_AGE = int(os.environ.get("PROXY_CORS_MAX_AGE", "600"))
 # Load balancers whose X-Forwarded-For is believed (CIDRs, comma-separated); none by default.
 PROXY_TRUSTED_PROXIES = env_list("PROXY_TRUSTED_PROXIES")
+# Bounds on user-agent allowlist entries, checked when a key is saved (keys/validators.py), so matching
+# stays cheap on every request: the longest pattern, its most `*`s, and the most patterns per key.
+KEYS_USER_AGENT_MAX_LENGTH = int(os.environ.get("KEYS_USER_AGENT_MAX_LENGTH", "256"))
+KEYS_USER_AGENT_MAX_WILDCARDS = int(os.environ.get("KEYS_USER_AGENT_MAX_WILDCARDS", "8"))
+KEYS_MAX_USER_AGENTS = int(os.environ.get("KEYS_MAX_USER_AGENTS", "20"))

@@ -4,6 +4,8 @@ from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core import checks
 
+from keys.request_ids import trusted_proxy_network
+
 
 @checks.register(checks.Tags.security, deploy=True)
 def check_encryption_keys(app_configs, **kwargs):
@@ -34,3 +36,17 @@ def check_encryption_keys_valid(app_configs, **kwargs):
                 )
             )
     return errors
+
+
+@checks.register(checks.Tags.security)
+def check_trusted_proxies(app_configs, **kwargs):
+    # At run time a bad entry trusts nobody (every client then looks like the balancer): say so at start.
+    return [
+        checks.Error(
+            f"PROXY_TRUSTED_PROXIES entry {entry!r} is not an IP address or CIDR network.",
+            hint="List load balancers as addresses or networks without host bits set, e.g. 10.0.0.0/8.",
+            id="keys.E002",
+        )
+        for entry in settings.PROXY_TRUSTED_PROXIES
+        if trusted_proxy_network(entry) is None
+    ]

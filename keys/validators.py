@@ -19,7 +19,7 @@ RATE = re.compile(r"^(?P<count>[1-9]\d{0,8})/(?P<multiplier>[1-9]\d{0,4})?(?P<un
 RATE_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HTTP_METHOD = re.compile(r"^[A-Z][A-Z-]{0,31}$")
 RPC_METHOD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
-USER_AGENT_MAX_LENGTH = 256
+WILDCARD_RUN = re.compile(r"\*{2,}")
 
 Resolver = Callable[[str], list[str]]
 
@@ -82,18 +82,28 @@ def clean_networks(value) -> list[str]:
 
 
 def clean_user_agent(entry: str) -> str:
-    text = entry.strip()
-    if not text or len(text) > USER_AGENT_MAX_LENGTH or not text.isprintable():
+    """A user-agent pattern: printable text where * matches any run of characters (runs of * are one)."""
+    text = WILDCARD_RUN.sub("*", entry.strip())
+    max_length, max_wildcards = settings.KEYS_USER_AGENT_MAX_LENGTH, settings.KEYS_USER_AGENT_MAX_WILDCARDS
+    if not text or len(text) > max_length or not text.isprintable():
         raise ValidationError(
-            f"{entry!r} is not a user-agent pattern (printable text up to {USER_AGENT_MAX_LENGTH} "
+            f"{entry[:max_length]!r} is not a user-agent pattern (printable text up to {max_length} "
             "characters; * matches any run of characters).",
+            code="invalid_user_agent",
+        )
+    if (wildcards := text.count("*")) > max_wildcards:
+        raise ValidationError(
+            f"{text!r} has {wildcards} wildcards; a user-agent pattern may have at most {max_wildcards}.",
             code="invalid_user_agent",
         )
     return text
 
 
 def clean_user_agents(value) -> list[str]:
-    return _collect(_as_list(value, "allowed user agents"), clean_user_agent)
+    entries = _as_list(value, "allowed user agents")
+    if len(entries) > settings.KEYS_MAX_USER_AGENTS:
+        raise ValidationError(f"At most {settings.KEYS_MAX_USER_AGENTS} user-agent patterns are allowed.")
+    return _collect(entries, clean_user_agent)
 
 
 def clean_http_method(entry: str) -> str:

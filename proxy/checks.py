@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from keys import crypto
 from keys.errors import ERROR_STATUS
 from keys.origins import origin_allowed
-from proxy.policy import KeyPolicy, TokenPolicy, UpstreamPolicy
+from proxy.policy import KeyPolicy, TokenPolicy, UpstreamPolicy, user_agent_allowed
 
 SECRET = "secret"  # noqa: S105 - the credential kind of a request that showed the key's secret
 RPC_DETAIL_METHODS = 10  # refused JSON-RPC method names a rejection's detail lists, at most
@@ -162,7 +162,7 @@ def check_client(key: KeyPolicy, facts: Facts) -> Rejection | None:
                 f"Client address {facts.client_ip} is not allowed for {key.key_id}.",
                 detail=facts.client_ip,
             )
-    if key.user_agents and not any(pattern.match(facts.user_agent) for pattern in key.user_agents):
+    if key.user_agents and not user_agent_allowed(facts.user_agent, key.user_agents):
         return reject(
             "user_agent_not_allowed",
             f"This user agent is not allowed for {key.key_id}.",

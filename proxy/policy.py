@@ -2,15 +2,17 @@
 
 Entries live in process memory. A write anywhere drops them after commit: in this process through
 keys.signals.policy_changed, in every other process through Redis pub/sub (proxy/invalidation.py).
-While that push channel is not known to be live, entries are trusted for one second only, so a
-revocation still reaches every process within a second. An entry past its time is kept as a
-fallback for when the database is down (DESIGN.md: keys already cached keep working).
+An entry is trusted for PROXY_POLICY_TTL only while that push channel is live now and has been since
+before the entry was loaded; otherwise for one second, so a revocation still reaches every process
+within a second (DESIGN.md). Freshness is judged when the entry is read, not when it was stored: an
+entry loaded while the channel was live must not outlive the channel. An entry past its time is kept
+as a fallback for when the database is down (DESIGN.md: keys already cached keep working).
 """
 
 import ipaddress
-import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -53,7 +55,7 @@ class KeyPolicy:
     secret_required: bool
     origins: tuple[OriginPattern, ...]
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    user_agents: tuple[re.Pattern, ...]
+    user_agents: tuple["UserAgentPattern", ...]
     http_methods: frozenset[str]
     rpc_methods: frozenset[str]
     rate: tuple[int, int] | None  # (requests, window seconds)
@@ -75,8 +77,47 @@ def _timestamp(value) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-def _user_agent_pattern(entry: str) -> re.Pattern:
-    return re.compile("^" + ".*".join(re.escape(part) for part in entry.split("*")) + "$", re.IGNORECASE)
+@dataclass(frozen=True, slots=True)
+class UserAgentPattern:
+    """A user-agent allowlist entry: `*` matches any run of characters; case-insensitive, whole string.
+
+    Matched with startswith, endswith and find, in time linear in the user agent. A regex would
+    backtrack: `*a*a*a*a*a*a*a*a*a*a*a*a*b` against 60 characters held a worker for minutes.
+    """
+
+    prefix: str  # lower-cased, as are the other parts
+    middle: tuple[str, ...]
+    suffix: str | None  # None: the entry has no `*`, so the whole user agent must equal prefix
+
+    def matches(self, agent: str) -> bool:
+        """`agent` already lower-cased (user_agent_allowed does it once for all entries)."""
+        if self.suffix is None:
+            return agent == self.prefix
+        end = len(agent) - len(self.suffix)
+        if end < len(self.prefix) or not agent.startswith(self.prefix) or not agent.endswith(self.suffix):
+            return False
+        # For `*`-only globs the leftmost match of each middle part is always a safe choice, so one
+        # left-to-right pass decides, never to be retried: no backtracking.
+        position = len(self.prefix)
+        for part in self.middle:
+            found = agent.find(part, position, end)
+            if found < 0:
+                return False
+            position = found + len(part)
+        return True
+
+
+def _user_agent_pattern(entry: str) -> UserAgentPattern:
+    first, *rest = entry.lower().split("*")
+    if not rest:
+        return UserAgentPattern(first, (), None)
+    return UserAgentPattern(first, tuple(part for part in rest[:-1] if part), rest[-1])
+
+
+def user_agent_allowed(user_agent: str, patterns: tuple[UserAgentPattern, ...]) -> bool:
+    """True when the user agent matches one of the entries."""
+    agent = user_agent.lower()
+    return any(pattern.matches(agent) for pattern in patterns)
 
 
 def build_key_policy(api_key: ApiKey, upstream_slugs: list[str]) -> KeyPolicy:
@@ -148,19 +189,79 @@ def _load_token(token_hash: str) -> TokenPolicy | None:
     )
 
 
+SHORT_TTL = 1.0  # DESIGN.md: a change reaches every process within one second, push channel or not.
+# Longest silence of the push channel after which long-lived entries are no longer trusted. Well under
+# SHORT_TTL, so that a change missed while Redis went away still counts within the second; the listener
+# pings at half of it, so one late answer is forgiven.
+CHANNEL_SILENCE = 0.5
+
+
+class PushChannel:
+    """What this process knows of its Redis push channel, for judging cached entries when read.
+
+    The listener (proxy/invalidation.py) pings Redis every CHANNEL_SILENCE / 2 seconds and reports each
+    answer. Long-lived entries are trusted only while an answer came within CHANNEL_SILENCE and the
+    subscription has been unbroken since before the entry was loaded: a change published while we were
+    away, or one whose publish failed because Redis was down, then outlives no entry by a second.
+    """
+
+    def __init__(self) -> None:
+        # (live since, last answer): one tuple, replaced whole, so a reader never sees half an update.
+        self._state: tuple[float, float] | None = None
+
+    def answered(self, now: float) -> None:
+        """Redis answered on the subscribed connection (a ping's pong, or a message)."""
+        state = self._state
+        self._state = (state[0] if state else now, now)
+
+    def lost(self) -> None:
+        """The subscription broke: whatever comes next is a new, later, stretch."""
+        self._state = None
+
+    def covers(self, loaded_at: float, now: float) -> bool:
+        """True when every change made after `loaded_at` would have reached us by now."""
+        state = self._state
+        return state is not None and state[0] <= loaded_at and now - state[1] <= CHANNEL_SILENCE
+
+
 class _Store:
-    """One kind of cached entry: name -> (fresh until, value or None for "does not exist")."""
+    """One kind of cached entry, least recently used evicted first.
 
-    def __init__(self, loader, max_entries: int) -> None:
+    name -> (loaded at, long-lived?, value or None for "does not exist"). Ids that do not exist are
+    kept apart, so a flood of made-up ids cannot push out the entries that real traffic uses.
+    """
+
+    def __init__(self, loader, channel: PushChannel) -> None:
         self._loader = loader
-        self._entries: dict[str, tuple[float, object]] = {}
-        self._max_entries = max_entries
+        self._channel = channel
+        self._found: OrderedDict[str, tuple[float, bool, object]] = OrderedDict()
+        self._missing: OrderedDict[str, tuple[float, bool, object]] = OrderedDict()
+        # Request threads and the listener thread share the dicts; an OrderedDict is not safe to
+        # reorder while another thread pops from it. Never held while loading.
+        self._lock = threading.Lock()
+        # Loads in flight, by name: each a one-item list set to True when a drop of that name races it.
+        self._loading: dict[str, list[list[bool]]] = {}
 
-    def get(self, name: str, ttl: float):
-        entry = self._entries.get(name)
+    def _fresh(self, entry: tuple[float, bool, object], now: float) -> bool:
+        loaded_at, long_lived, _ = entry
+        age = now - loaded_at
+        if age < SHORT_TTL:
+            return True
+        return long_lived and age < settings.PROXY_POLICY_TTL and self._channel.covers(loaded_at, now)
+
+    def get(self, name: str):
         now = time.monotonic()
-        if entry is not None and entry[0] > now:
-            return entry[1]
+        with self._lock:
+            entry = self._found.get(name)
+            if entry is not None:
+                self._found.move_to_end(name)
+            else:
+                entry = self._missing.get(name)
+        if entry is not None and self._fresh(entry, now):
+            return entry[2]
+        raced = [False]
+        with self._lock:
+            self._loading.setdefault(name, []).append(raced)
         try:
             # The fast path skips Django's request signals, so drop a broken or expired connection here
             # (never inside a transaction: that one is someone else's, as in a test).
@@ -168,44 +269,68 @@ class _Store:
                 close_old_connections()
             value = self._loader(name)
         except DatabaseError as exc:
-            if entry is not None and entry[1] is not None:
-                return entry[1]  # the database is down: what was cached keeps working
+            if entry is not None and entry[2] is not None:
+                return entry[2]  # the database is down: what was cached keeps working
             raise PolicyUnavailable(str(exc)) from exc
-        if len(self._entries) >= self._max_entries:
-            # Bounded memory under a flood of made-up ids: forget the oldest half.
-            for old in list(self._entries)[: self._max_entries // 2]:
-                self._entries.pop(old, None)
-        # An id that does not exist is remembered briefly, so guessing ids cannot load the database.
-        self._entries[name] = (now + (ttl if value is not None else min(ttl, 1.0)), value)
+        finally:
+            with self._lock:
+                loads = self._loading[name]
+                loads.remove(raced)
+                if not loads:
+                    del self._loading[name]
+        # An id that does not exist is remembered one second only, so guessing ids cannot load the
+        # database and a key created just now works within a second.
+        entries, other = (self._found, self._missing) if value is not None else (self._missing, self._found)
+        limit = settings.PROXY_POLICY_CACHE_ENTRIES
+        with self._lock:
+            # A change dropped while we were reading may be newer than what we read: trust that for
+            # one second only. `now`, taken before the read, is what freshness is measured from.
+            entries[name] = (now, value is not None and not raced[0], value)
+            entries.move_to_end(name)
+            other.pop(name, None)
+            while len(entries) > limit:
+                entries.popitem(last=False)
         return value
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._found or name in self._missing
+
     def drop(self, names) -> None:
-        for name in names:
-            self._entries.pop(name, None)
+        with self._lock:
+            for name in names:
+                self._found.pop(name, None)
+                self._missing.pop(name, None)
+                for raced in self._loading.get(name, ()):
+                    raced[0] = True
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            for loads in self._loading.values():
+                for raced in loads:
+                    raced[0] = True
+            self._found.clear()
+            self._missing.clear()
 
 
 class PolicyCache:
     def __init__(self) -> None:
-        size = settings.PROXY_POLICY_CACHE_ENTRIES
-        self.keys = _Store(_load_key, size)
-        self.upstreams = _Store(_load_upstream, size)
-        self.tokens = _Store(_load_token, size)
-        self.push_channel_live = threading.Event()
-
-    def ttl(self) -> float:
-        return settings.PROXY_POLICY_TTL if self.push_channel_live.is_set() else 1.0
+        self.channel = PushChannel()
+        self.keys = _Store(_load_key, self.channel)
+        self.upstreams = _Store(_load_upstream, self.channel)
+        self.tokens = _Store(_load_token, self.channel)
 
     def key(self, key_id: str) -> KeyPolicy | None:
-        return self.keys.get(key_id, self.ttl())
+        """The key's policy; None for an id that does not exist. A malformed id or one whose checksum
+        is wrong is refused here, before any lookup, and never takes a place in the cache."""
+        if not crypto.well_formed(key_id, crypto.KEY_ID_PREFIX):
+            return None
+        return self.keys.get(key_id)
 
     def upstream(self, slug: str) -> UpstreamPolicy | None:
-        return self.upstreams.get(slug, self.ttl())
+        return self.upstreams.get(slug)
 
     def token(self, token: str) -> TokenPolicy | None:
-        return self.tokens.get(crypto.hash_secret(token), self.ttl())
+        return self.tokens.get(crypto.hash_secret(token))
 
     def drop(self, *, key_ids=(), token_hashes=(), upstream_slugs=()) -> None:
         self.keys.drop(key_ids)

@@ -4,7 +4,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
-from keys import validators
+from keys import services, validators
 from keys.tests.fixtures import make_resolver
 from keys.validators import (
     address_is_public,
@@ -428,3 +428,51 @@ def test_unresolvable_host_is_refused():
 
 def test_localhost_resolves_through_the_real_resolver_to_loopback():
     assert "127.0.0.1" in validators.resolve_host("localhost")
+
+
+# --- user-agent patterns: bounded, so the proxy's matching stays cheap ----------------------------
+
+
+def test_clean_user_agents_collapses_runs_of_wildcards():
+    assert clean_user_agents(["MyApp/***", "**bot**x"]) == ["MyApp/*", "*bot*x"]
+
+
+def test_clean_user_agents_refuses_a_pattern_with_too_many_wildcards():
+    with pytest.raises(ValidationError, match="has 13 wildcards; a user-agent pattern may have at most 8"):
+        clean_user_agents(["*a*a*a*a*a*a*a*a*a*a*a*a*b"])
+
+
+def test_clean_user_agents_accepts_the_most_wildcards_allowed():
+    assert clean_user_agents(["*a*b*c*d*e*f*g*h"]) == ["*a*b*c*d*e*f*g*h"]
+
+
+def test_wildcards_collapsed_do_not_count_twice():
+    assert clean_user_agents(["**a**b**c**d**"]) == ["*a*b*c*d*"]
+
+
+def test_clean_user_agents_refuses_more_patterns_than_allowed():
+    with pytest.raises(ValidationError, match="At most 20 user-agent patterns are allowed"):
+        clean_user_agents([f"app-{n}/*" for n in range(21)])
+    assert len(clean_user_agents([f"app-{n}/*" for n in range(20)])) == 20
+
+
+@override_settings(KEYS_USER_AGENT_MAX_LENGTH=10, KEYS_USER_AGENT_MAX_WILDCARDS=1, KEYS_MAX_USER_AGENTS=2)
+def test_user_agent_bounds_follow_the_settings():
+    assert clean_user_agents(["a" * 10, "*b"]) == ["a" * 10, "*b"]
+    for too_much in (["a" * 11], ["*b*"], ["a", "b", "c"]):
+        with pytest.raises(ValidationError):
+            clean_user_agents(too_much)
+
+
+def test_api_refuses_a_catastrophic_user_agent_pattern_with_a_field_error(tenant, loopback_upstream):
+    from rest_framework.test import APIClient
+
+    _, clear = services.management_token_create(tenant=tenant, name="api", actor="test")
+    api = APIClient(HTTP_AUTHORIZATION=f"Bearer {clear}")
+    answer = api.post(
+        "/api/v1/keys",
+        {"name": "k", "upstreams": ["local"], "allowed_user_agents": ["*a*a*a*a*a*a*a*a*a*a*a*a*b"]},
+        format="json",
+    )
+    assert answer.status_code == 400
+    assert "wildcards" in answer.json()["error"]["fields"]["allowed_user_agents"][0]

@@ -359,3 +359,78 @@ def test_method_override_headers_are_held_to_the_http_method_allowlist():
 def test_ambiguous_or_bottomless_json_rpc_is_invalid_rpc_request(body):
     key = make_key(rpc_methods=frozenset({"eth_blockNumber", "admin_peers"}))
     assert code(checks.check_rpc_methods(key, body)) == "invalid_rpc_request"
+
+
+# --- user-agent globs: the old regex's meaning, in linear time ------------------------------------
+
+
+def _glob_as_regex(entry: str):
+    """The regex the matcher replaced (backtracking): the meaning user-agent entries always had."""
+    import re
+
+    return re.compile("^" + ".*".join(re.escape(part) for part in entry.split("*")) + "$", re.IGNORECASE)
+
+
+UA_PATTERNS = ["MyApp/*", "*", "curl/8", "*Bot", "*bot*", "a*b*c", "a*a", "*a*", "ab*ba", "**", "a**b"]
+UA_PATTERNS += ["A*B*", "*b*b"]
+UA_AGENTS = ["", "a", "aa", "ab", "aba", "abba", "abcabc", "ac", "cab", "myapp/1", "MyApp/1.2 (iOS)"]
+UA_AGENTS += ["curl/8", "CURL/8", "curl/8.1", "GoogleBot", "googlebot/2.1", "xbotx", "bo", "aXbXc", "acb"]
+UA_AGENTS += ["aab", "baab", "bb", "bbb", "abab"]
+
+
+@pytest.mark.parametrize("entry", UA_PATTERNS)
+def test_user_agent_glob_means_what_it_always_meant(entry):
+    from proxy.policy import _user_agent_pattern, user_agent_allowed
+
+    for agent in UA_AGENTS:
+        expected = _glob_as_regex(entry).match(agent) is not None
+        assert user_agent_allowed(agent, (_user_agent_pattern(entry),)) is expected, (entry, agent)
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _run_for_at_most(seconds: float, work):
+    """Run `work`, interrupted (by a signal, which even a regex match heeds) after `seconds`."""
+    import signal
+
+    def stop(signum, frame):
+        raise _TooSlow
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        started = time.perf_counter()
+        result = work()
+        return result, time.perf_counter() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# Hostile patterns: nested wildcards (catastrophic for a backtracking regex), long needles that nearly
+# match everywhere, many small parts, and a suffix that fails only at the very end.
+HOSTILE_UA_PATTERNS = [
+    "*a*a*a*a*a*a*a*a*a*a*a*a*b",
+    "*" + "a" * 253 + "b*",
+    "*" + "*".join(["aab"] * 60) + "*",
+    "*" + ("ab" * 60) + "c*",
+    "a*" + "a" * 120 + "*" + "a" * 120 + "b",
+    "*a*b*a*b*a*b*a*b*a*b*a*b*a*b*c",
+]
+HOSTILE_UA_PATTERN_IDS = ["nested", "long-needle", "many-parts", "periodic", "two-long-parts", "alternating"]
+HOSTILE_USER_AGENTS = ["a" * 8192, "ab" * 4096, ("a" * 99 + "b") * 82]
+
+
+@pytest.mark.parametrize("entry", HOSTILE_UA_PATTERNS, ids=HOSTILE_UA_PATTERN_IDS)
+@pytest.mark.parametrize("agent", HOSTILE_USER_AGENTS, ids=["a", "ab", "a99b"])
+def test_worst_user_agent_patterns_decide_an_8_kib_user_agent_within_milliseconds(entry, agent):
+    from proxy.policy import _user_agent_pattern
+
+    key = make_key(user_agents=(_user_agent_pattern(entry),) * 20)  # the most patterns a key may list
+    try:
+        _, elapsed = _run_for_at_most(2.0, lambda: checks.check_client(key, facts(user_agent=agent)))
+    except _TooSlow:
+        pytest.fail(f"{entry[:40]!r} against {len(agent)} characters took over 2 s")
+    assert elapsed < 0.05, f"{entry[:40]!r}: {elapsed * 1000:.1f} ms"

@@ -5,7 +5,9 @@ are skipped on the embedded default (SQLite, no Redis) and run in CI.
 """
 
 import base64
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,11 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
 import urllib3
 from django.conf import settings
 from django.db import connection
+from django.test import override_settings
 
 from keys import services
+from keys.models import Upstream
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -42,6 +47,13 @@ def _free_port() -> int:
 @pytest.fixture
 def granian(db):
     """The product served by granian (2 workers) against this test's database and Redis."""
+    with serve() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve(**env_overrides: str):
+    """granian (2 workers) against this test's database; REDIS_URL=... gives it another Redis."""
     db_settings = connection.settings_dict
     port = _free_port()
     env = {
@@ -56,6 +68,7 @@ def granian(db):
         ),
         "LOG_LEVEL": "WARNING",
         "PROXY_MAX_BODY_BYTES": "65536",
+        **env_overrides,
     }
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(
@@ -83,24 +96,27 @@ def granian(db):
     )
     url = f"http://127.0.0.1:{port}"
     http = urllib3.PoolManager(retries=False, timeout=10, maxsize=64)
-    for _ in range(100):
+    for _ in range(300):  # a loaded CI machine may take well over 10 s to import Django in both workers
         try:
             if http.request("GET", f"{url}/healthz").status == 200:
                 break
         except urllib3.exceptions.HTTPError:
             time.sleep(0.1)
     else:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # the workers too, not only their parent
+        process.wait(timeout=10)
         log.seek(0)
         pytest.fail("granian did not start: " + log.read().decode()[-2000:])
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    log.close()
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        log.close()
 
 
 @pytest.fixture
@@ -185,3 +201,136 @@ def test_a_chunked_request_body_over_the_limit_is_413_before_any_upstream_byte(
     )
     assert response.status == 413
     assert len(upstream_server.requests) == before
+
+
+class OwnRedis:
+    """A redis-server of this test's own, on a free port, that the test may stop or freeze."""
+
+    def __init__(self) -> None:
+        port = _free_port()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        for _ in range(100):
+            with contextlib.suppress(redis.RedisError):
+                if client.ping():
+                    return
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail("redis-server did not start")
+
+    def freeze(self) -> None:
+        """Redis hangs: connections stay open, nothing answers (as on a partition or a stalled host)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis():
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server")
+    server = OwnRedis()
+    yield server
+    server.stop()
+
+
+def _cache_at(url: str) -> dict:
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+
+
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
+def test_changes_made_while_redis_is_down_are_refused_by_every_process_within_a_second(
+    own_redis, key_on_echo, other_tenant, outage
+):
+    revoked_key, revoked_secret = key_on_echo()
+    token_key, _ = key_on_echo()
+    token_row, token = services.access_token_issue(api_key=token_key)
+    echo = Upstream.objects.get(slug="echo")
+    suspended_key, suspended_secret = services.api_key_create(
+        tenant=other_tenant, name="app", upstreams=[echo], actor="test"
+    )
+    calls = {
+        "key_revoked": (revoked_key.key_id, _auth(revoked_secret)),
+        "invalid_token": (token_key.key_id, {"Authorization": f"Bearer {token}"}),
+        "tenant_suspended": (suspended_key.key_id, _auth(suspended_secret)),
+    }
+    with serve(REDIS_URL=own_redis.url) as url:
+        http = urllib3.PoolManager(retries=False, timeout=5)
+
+        def call(key_id: str, headers: dict) -> tuple[int, str]:
+            # A new connection each time, so the requests spread over both workers.
+            answer = http.request(
+                "GET", f"{url}/proxy/echo/{key_id}/x", headers={**headers, "Connection": "close"}
+            )
+            return answer.status, answer.json()["error"]["code"] if answer.status >= 400 else ""
+
+        # The first round starts each worker's listener; the second, a second later, loads policies the
+        # live channel vouches for: before the fix they were then trusted for 300 s, outage or not.
+        for round_ in range(2):
+            time.sleep(1.1 * round_)
+            for _ in range(20):
+                assert all(call(*credentials) == (200, "") for credentials in calls.values())
+
+        own_redis.stop() if outage == "stopped" else own_redis.freeze()
+        changes = {
+            "key_revoked": lambda: services.api_key_revoke(api_key=revoked_key, actor="test"),
+            "invalid_token": lambda: services.access_token_revoke(token=token_row, actor="test"),
+            "tenant_suspended": lambda: services.tenant_set_active(
+                tenant=other_tenant, is_active=False, actor="test"
+            ),
+        }
+        changed_at = {}
+        with override_settings(CACHES=_cache_at(own_redis.url)):  # this process's publish fails as well
+            for code, change in changes.items():
+                changed_at[code] = time.monotonic()
+                change()
+        refused_late = dict.fromkeys(calls, 0)
+        while min(refused_late.values()) < 20:
+            for code, credentials in calls.items():
+                status, answered = call(*credentials)
+                elapsed = time.monotonic() - changed_at[code]
+                assert elapsed < 10, f"too few requests in 10 s: {refused_late}"
+                if elapsed > 1.0:
+                    assert answered == code, (
+                        f"{code}: still {status} {answered!r} {elapsed:.2f} s after the change"
+                    )
+                    refused_late[code] += 1
+
+
+def test_a_hostile_user_agent_pattern_does_not_hold_a_worker(granian, key_on_echo):
+    nested = "*a*a*a*a*a*a*a*b"  # the most wildcards a pattern may have; a regex backtracked for minutes
+    key, secret = key_on_echo(allowed_user_agents=[nested, "MyApp/*"])
+    http = urllib3.PoolManager(retries=False, timeout=5)
+    url = f"{granian}/proxy/echo/{key.key_id}/x"
+    started = time.monotonic()
+    refused = http.request("GET", url, headers={**_auth(secret), "User-Agent": "a" * 8192})
+    took = time.monotonic() - started
+    assert refused.status == 403 and refused.json()["error"]["code"] == "user_agent_not_allowed"
+    assert took < 0.5, f"{took:.2f} s"
+    assert http.request("GET", url, headers={**_auth(secret), "User-Agent": "MyApp/2"}).status == 200
+
+
+def test_a_nul_in_the_key_id_is_401_invalid_key_not_503(granian, key_on_echo):
+    key_on_echo()  # the upstream exists, so the key id is what is judged
+    http = urllib3.PoolManager(retries=False, timeout=5)
+    for target in ("pk_%00abc/x", "pk_%00abc", "pk_" + "a" * 27 + "%00"):
+        answer = http.request("GET", f"{granian}/proxy/echo/{target}")
+        assert (answer.status, answer.json()["error"]["code"]) == (401, "invalid_key"), target
+    answer = http.request("GET", f"{granian}/proxy/nope/pk_%00abc/x")
+    assert (answer.status, answer.json()["error"]["code"]) == (404, "unknown_upstream")
