@@ -16,7 +16,7 @@ from django.utils import timezone
 from keys import validators
 
 slug_validator = RegexValidator(
-    r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+    validators.SLUG,
     "Use 1 to 50 lower-case letters, digits and hyphens, not starting or ending with a hyphen.",
 )
 
@@ -355,7 +355,7 @@ class UsageRecord(models.Model):
 
 
 class UsageRollup(models.Model):
-    """A claim of usage counters (keys/usage_store.py) already added into UsageRecord.
+    """A claim of usage counters (keys/usage/store.py) already added into UsageRecord.
 
     Written in the same transaction as the counts, under a unique name: the marker that makes the
     roll-up apply each claim exactly once, even when two roll-ups or a retry meet the same claim.

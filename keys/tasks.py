@@ -8,6 +8,7 @@ Without Redis there is no worker or beat: the server process runs the same jobs 
 from celery import shared_task
 
 from keys import jobs
+from keys.usage import roll_up
 
 
 @shared_task
@@ -25,7 +26,7 @@ def api_keys_expire() -> int:
 @shared_task
 def usage_roll_up() -> int:
     """Add complete minutes of usage counters into hourly UsageRecord rows, exactly once."""
-    return jobs.usage_roll_up()
+    return roll_up.usage_roll_up()
 
 
 @shared_task

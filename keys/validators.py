@@ -15,6 +15,16 @@ from django.core.exceptions import ValidationError
 
 from keys import origins
 
+# A tenant's or an upstream's slug: 1 to 50 lower-case letters, digits and hyphens, no hyphen at an end.
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
+
+
+def is_slug(value: object) -> bool:
+    """Whether `value` could be a slug: text of another shape (a NUL, which PostgreSQL refuses in a
+    query) is known to match nothing before any lookup."""
+    return isinstance(value, str) and SLUG.fullmatch(value) is not None
+
+
 RATE = re.compile(r"^(?P<count>[1-9]\d{0,8})/(?P<multiplier>[1-9]\d{0,4})?(?P<unit>[smhd])$")
 RATE_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HTTP_METHOD = re.compile(r"^[A-Z][A-Z-]{0,31}$")

@@ -12,8 +12,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from keys import crypto, selectors, usage_store
+from keys import crypto, selectors
 from keys.models import ApiKey, Role
+from keys.usage import store as usage_store
 from portal.common import can, or_404, page, tenant_view
 
 

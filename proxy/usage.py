@@ -8,7 +8,7 @@ Without Redis (the embedded default) the counters are flushed into an in-process
 A rejection's detail (what it refused: an origin, a user agent...) is request text an attacker
 chooses, so it is cleaned and cut to length, and each key counts at most DETAILS_PER_KEY_MINUTE
 distinct ones a minute in a process; the rest are counted under OTHER_DETAIL.
-The store's format and the local store live in keys/usage_store.py, which the roll-up reads.
+The store's format and the local store live in keys/usage/store.py, which the roll-up reads.
 """
 
 import atexit
@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 # The store's contract (key and field formats, the local store) belongs to keys, whose roll-up reads it.
-from keys.usage_store import (
+from keys.usage.store import (
     ALLOWED,
     DETAILS_PER_KEY_MINUTE,
     LAST_USED_INTERVAL,

@@ -14,9 +14,11 @@ from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from keys import jobs, services, usage_store
+from keys import jobs, services
 from keys.models import AccessToken, ApiKey, AuditEvent, UsageRecord, UsageRollup
-from keys.usage_store import LocalUsageStore, RedisUsageSource, usage_field, usage_key
+from keys.usage import roll_up
+from keys.usage import store as usage_store
+from keys.usage.store import LocalUsageStore, RedisUsageSource, usage_field, usage_key
 
 on_postgresql = pytest.mark.skipif(
     "postgresql" not in settings.DATABASES["default"]["ENGINE"], reason="needs PostgreSQL, as CI has"
@@ -186,7 +188,7 @@ def test_roll_up_adds_complete_minutes_into_hourly_records_by_outcome_and_code(a
             (current_minute, key, "allowed", ""): 9,  # still counting: left for a later roll-up
         }
     )
-    assert jobs.usage_roll_up(source=store, now=now) == 11
+    assert roll_up.usage_roll_up(source=store, now=now) == 11
     hour = datetime.fromtimestamp(PAST_HOUR, UTC)
     assert _counts(api_key) == {
         (hour, "allowed", ""): 7,
@@ -195,15 +197,15 @@ def test_roll_up_adds_complete_minutes_into_hourly_records_by_outcome_and_code(a
     }
     assert UsageRecord.objects.get(api_key=api_key, outcome="allowed").tenant == api_key.tenant
     assert set(store.minutes) == {current_minute}
-    assert jobs.usage_roll_up(source=store, now=now) == 0  # a rerun counts nothing twice
+    assert roll_up.usage_roll_up(source=store, now=now) == 0  # a rerun counts nothing twice
     assert sum(_counts(api_key).values()) == 11
 
 
 def test_roll_up_adds_counts_that_arrive_after_a_minute_was_rolled_up(api_key):
     store = _local_store_with({(PAST_HOUR, api_key.key_id, "allowed", ""): 4})
-    jobs.usage_roll_up(source=store)
+    roll_up.usage_roll_up(source=store)
     store.add({(PAST_HOUR, api_key.key_id, "allowed", "", ""): 1}, set(), time.time())  # a late flush
-    assert jobs.usage_roll_up(source=store) == 1
+    assert roll_up.usage_roll_up(source=store) == 1
     assert UsageRecord.objects.get(api_key=api_key).count == 5
 
 
@@ -217,7 +219,7 @@ def test_roll_up_skips_counters_of_unknown_keys_and_malformed_fields(api_key):
             usage_field(api_key.key_id, "rejected", "x" * 100): 1,
         }
     )
-    assert jobs.usage_roll_up(source=store) == 2
+    assert roll_up.usage_roll_up(source=store) == 2
     assert UsageRecord.objects.get().count == 2
 
 
@@ -239,7 +241,7 @@ def test_roll_up_keeps_details_apart_and_reads_fields_from_before_details(api_ke
         }
     )
     store.minutes[PAST_HOUR + 60][usage_field(key, "rejected", "origin_not_allowed", "https://a.example")] = 4
-    assert jobs.usage_roll_up(source=store) == 10
+    assert roll_up.usage_roll_up(source=store) == 10
     assert _details(api_key) == {
         ("origin_not_allowed", "https://a.example"): 6,
         ("origin_not_allowed", "https://b|c.example"): 1,
@@ -255,7 +257,7 @@ def test_roll_up_cleans_details_the_store_holds(api_key):
             usage_field(api_key.key_id, "rejected", "user_agent_not_allowed", "u" * 300): 1,
         }
     )
-    assert jobs.usage_roll_up(source=store) == 2
+    assert roll_up.usage_roll_up(source=store) == 2
     assert _details(api_key) == {
         ("user_agent_not_allowed", "nul\ufffd\ufffd"): 1,
         ("user_agent_not_allowed", "u" * (usage_store.DETAIL_MAX_CHARS - 1) + "\u2026"): 1,
@@ -263,19 +265,19 @@ def test_roll_up_cleans_details_the_store_holds(api_key):
 
 
 def test_roll_up_bounds_distinct_details_per_key_and_hour_most_frequent_first(api_key, monkeypatch):
-    monkeypatch.setattr(jobs, "USAGE_DETAILS_PER_KEY_HOUR", 3)
+    monkeypatch.setattr(roll_up, "USAGE_DETAILS_PER_KEY_HOUR", 3)
     key, other = api_key.key_id, usage_store.OTHER_DETAIL
     store = LocalUsageStore()
     store.minutes[PAST_HOUR].update(
         {usage_field(key, "rejected", "ip_not_allowed", f"10.0.0.{n}"): n for n in (1, 2)}
     )
-    jobs.usage_roll_up(source=store)
+    roll_up.usage_roll_up(source=store)
     store.minutes[PAST_HOUR + 60].update(
         {usage_field(key, "rejected", "ip_not_allowed", f"10.0.0.{n}"): n for n in (1, 3, 4, 5)}
     )
     store.minutes[PAST_HOUR + 60][usage_field(key, "rejected", "ip_not_allowed", other)] = 10
     store.minutes[PAST_HOUR + HOUR][usage_field(key, "rejected", "ip_not_allowed", "10.0.0.4")] = 1
-    jobs.usage_roll_up(source=store)
+    roll_up.usage_roll_up(source=store)
     hour = datetime.fromtimestamp(PAST_HOUR, UTC)
     in_hour = {
         row.detail: row.count
@@ -303,8 +305,8 @@ def test_roll_up_reads_the_proxys_redis_hashes_once(api_key):
     current, field = usage_key(usage_store.minute_of(now)), usage_field(api_key.key_id, "allowed")
     client.hincrby(current, field, 1)
     try:
-        assert jobs.usage_roll_up(now=now) == 8
-        assert jobs.usage_roll_up(now=now) == 0
+        assert roll_up.usage_roll_up(now=now) == 8
+        assert roll_up.usage_roll_up(now=now) == 0
         hour = datetime.fromtimestamp(PAST_HOUR, UTC)
         assert _counts(api_key) == {(hour, "allowed", ""): 6, (hour, "rejected", "rate_limited"): 2}
         assert not client.exists(usage_key(PAST_HOUR), usage_key(PAST_HOUR + 60))
@@ -318,10 +320,10 @@ def test_roll_up_reads_the_proxys_redis_hashes_once(api_key):
 def test_a_roll_up_that_died_before_its_commit_is_finished_by_the_next_one_once(api_key):
     source = usage_store.usage_source()
     source.client.hincrby(usage_key(PAST_HOUR), usage_field(api_key.key_id, "allowed"), 3)
-    source.claim(now=time.time(), stale_after=jobs.USAGE_CLAIM_STALE_SECONDS)  # ... and then it died
-    assert jobs.usage_roll_up() == 0  # its claim is not stale yet
-    assert jobs.usage_roll_up(stale_after=0) == 3
-    assert jobs.usage_roll_up(stale_after=0) == 0
+    source.claim(now=time.time(), stale_after=roll_up.USAGE_CLAIM_STALE_SECONDS)  # ... and then it died
+    assert roll_up.usage_roll_up() == 0  # its claim is not stale yet
+    assert roll_up.usage_roll_up(stale_after=0) == 3
+    assert roll_up.usage_roll_up(stale_after=0) == 0
     assert UsageRecord.objects.get(api_key=api_key).count == 3
 
 
@@ -329,10 +331,10 @@ def test_a_roll_up_that_died_before_its_commit_is_finished_by_the_next_one_once(
 def test_a_roll_up_that_died_after_its_commit_is_not_counted_again(api_key):
     source = usage_store.usage_source()
     source.client.hincrby(usage_key(PAST_HOUR), usage_field(api_key.key_id, "allowed"), 3)
-    claims = source.claim(now=time.time(), stale_after=jobs.USAGE_CLAIM_STALE_SECONDS)
+    claims = source.claim(now=time.time(), stale_after=roll_up.USAGE_CLAIM_STALE_SECONDS)
     for claim in claims:
-        jobs._usage_claim_apply(claim=claim)  # committed; died before deleting the claim from Redis
-    assert jobs.usage_roll_up(stale_after=0) == 0
+        roll_up._usage_claim_apply(claim=claim)  # committed; died before deleting the claim from Redis
+    assert roll_up.usage_roll_up(stale_after=0) == 0
     assert UsageRecord.objects.get(api_key=api_key).count == 3
     assert not any(source.client.exists(claim.name) for claim in claims)
 
@@ -340,7 +342,7 @@ def test_a_roll_up_that_died_after_its_commit_is_not_counted_again(api_key):
 @on_postgresql
 @with_redis
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("stale_after", [jobs.USAGE_CLAIM_STALE_SECONDS, 0], ids=["claims", "recovery"])
+@pytest.mark.parametrize("stale_after", [roll_up.USAGE_CLAIM_STALE_SECONDS, 0], ids=["claims", "recovery"])
 def test_concurrent_roll_ups_count_every_request_exactly_once(tenant, loopback_upstream, stale_after):
     """Four roll-ups at once over 30 minutes of 5 keys; with stale_after=0 each also takes over the
     others' claims as if they had died, so they race on the same claims too."""
@@ -357,7 +359,7 @@ def test_concurrent_roll_ups_count_every_request_exactly_once(tenant, loopback_u
                     usage_key(PAST_HOUR + 60 * minute), usage_field(api_key.key_id, outcome, code), count
                 )
                 expected += count
-    added = _in_threads(lambda: jobs.usage_roll_up(stale_after=stale_after), count=4)
+    added = _in_threads(lambda: roll_up.usage_roll_up(stale_after=stale_after), count=4)
     assert sum(added) == expected
     assert sum(UsageRecord.objects.values_list("count", flat=True)) == expected
     assert UsageRecord.objects.count() == 5 * 2  # one hour, two buckets per key
@@ -371,7 +373,7 @@ def test_concurrent_roll_ups_of_the_local_store_count_every_request_once(tenant,
     store = _local_store_with(
         {(PAST_HOUR + 60 * minute, api_key.key_id, "allowed", ""): minute + 1 for minute in range(60)}
     )
-    added = _in_threads(lambda: jobs.usage_roll_up(source=store), count=3)
+    added = _in_threads(lambda: roll_up.usage_roll_up(source=store), count=3)
     assert sum(added) == UsageRecord.objects.get().count == sum(range(1, 61))
 
 

@@ -22,9 +22,10 @@ from django.conf import settings
 from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from keys import services, tasks, usage_store
+from keys import services, tasks
 from keys.models import AccessToken, UsageRecord
-from keys.usage_store import usage_field, usage_key
+from keys.usage import store as usage_store
+from keys.usage.store import usage_field, usage_key
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -22,8 +22,9 @@ from urllib.parse import urlencode
 import pytest
 from django.contrib.auth import get_user_model
 
-from keys import crypto, jobs, services
+from keys import crypto, services
 from keys.models import ApiKey, Role, UsageRecord
+from keys.usage import roll_up
 from portal.tests.browser import browser_page, needs_chromium, screenshot, sign_in
 from proxy.policy import policies
 from proxy.tests.upstream_server import UpstreamServer
@@ -201,7 +202,7 @@ def run_app_page(page, app: AppOrigin, url: str, *, times: int = 1, preflight: b
 def roll_up_usage() -> None:
     """Move everything the proxy counted so far into UsageRecord (a roll-up takes complete minutes)."""
     usage.flush()
-    jobs.usage_roll_up(now=time.time() + 61)
+    roll_up.usage_roll_up(now=time.time() + 61)
 
 
 def usage_counts(api_key: ApiKey) -> Counter:

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pytest
 from django.urls import reverse
 
-from keys import crypto, selectors, services, usage_store
+from keys import crypto, selectors, services
 from keys.models import Role, UsageRecord
+from keys.usage import store as usage_store
 from portal import usage as usage_view
 
 # Mid-hour, so "the current hour" and "today" are unambiguous; the page reads this clock only.

@@ -13,9 +13,11 @@ import pytest
 import urllib3
 from django.utils import timezone
 
-from keys import jobs, selectors, services, usage_store
+from keys import selectors, services
 from keys.models import UsageRecord
-from keys.usage_store import (
+from keys.usage import roll_up
+from keys.usage import store as usage_store
+from keys.usage.store import (
     DETAIL_MAX_CHARS,
     DETAILS_PER_KEY_MINUTE,
     OTHER_DETAIL,
@@ -88,7 +90,7 @@ def raw_request(site, method: str, target: str, headers: dict[str, bytes]) -> in
 def rolled_up(key) -> dict[tuple[str, str], int]:
     """Flush what the proxy counted and roll it up; the key's rejections as {(code, detail): count}."""
     usage.flush()
-    jobs.usage_roll_up(now=time.time() + 60)  # the minute just counted is complete by then
+    roll_up.usage_roll_up(now=time.time() + 60)  # the minute just counted is complete by then
     return {
         (row.code, row.detail): row.count
         for row in UsageRecord.objects.filter(api_key=key, outcome="rejected")
@@ -279,7 +281,7 @@ def test_a_counter_in_the_format_from_before_details_still_rolls_up(api_key, ten
     _store_raw(minute, f"{api_key.key_id}|rejected|origin_not_allowed", 4)  # flushed by an older process
     _store_raw(minute, f"{api_key.key_id}|allowed|", 7)
     _store_raw(minute, usage_field(api_key.key_id, "rejected", "origin_not_allowed", "https://x.example"), 1)
-    jobs.usage_roll_up(now=time.time())
+    roll_up.usage_roll_up(now=time.time())
     counts = {
         (row.outcome, row.code, row.detail): row.count for row in UsageRecord.objects.filter(api_key=api_key)
     }

@@ -3,9 +3,10 @@ store the proxy flushes into: Redis when REDIS_URL is set, this process's local 
 
 import time
 
-from keys import jobs, services
+from keys import services
 from keys.models import UsageRecord
-from keys.usage_store import local_store
+from keys.usage import roll_up
+from keys.usage.store import local_store
 from proxy.usage import usage
 
 
@@ -24,7 +25,7 @@ def test_proxied_requests_land_in_usage_records_once(client, api_key_and_secret)
     assert response.status_code == 401
     usage.flush()
     next_minute = time.time() + 60  # the minute just counted is complete by then
-    jobs.usage_roll_up(now=next_minute)
-    jobs.usage_roll_up(now=next_minute)
+    roll_up.usage_roll_up(now=next_minute)
+    roll_up.usage_roll_up(now=next_minute)
     counts = {(row.outcome, row.code): row.count for row in UsageRecord.objects.filter(api_key=key)}
     assert counts == {("rejected", "origin_not_allowed"): 3, ("rejected", "invalid_secret"): 1}
