@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
 from keys import services
+from keys.client_address import client_address
 from keys.models import (
     AccessToken,
     ApiKey,
@@ -33,13 +34,6 @@ from keys.models import (
     Upstream,
     UsageRecord,
 )
-from keys.request_ids import client_address
-
-
-def _client_ip(request: HttpRequest) -> str | None:
-    """For the audit trail: the client's address by the trusted-proxy rule (behind a load balancer,
-    REMOTE_ADDR is the balancer)."""
-    return client_address(request) or None
 
 
 def _login_client(group: str, request: HttpRequest) -> str:
@@ -147,7 +141,7 @@ class TenantAdmin(admin.ModelAdmin):
             tenant=obj,
             actor=request.user,
             target=obj,
-            ip_address=_client_ip(request),
+            ip_address=client_address(request),
             data={"fields": form.changed_data},
         )
 
@@ -155,14 +149,14 @@ class TenantAdmin(admin.ModelAdmin):
     def suspend(self, request, queryset: QuerySet[Tenant]):
         for tenant in queryset:
             services.tenant_set_active(
-                tenant=tenant, is_active=False, actor=request.user, ip_address=_client_ip(request)
+                tenant=tenant, is_active=False, actor=request.user, ip_address=client_address(request)
             )
 
     @admin.action(description="Reactivate selected tenants")
     def activate(self, request, queryset: QuerySet[Tenant]):
         for tenant in queryset:
             services.tenant_set_active(
-                tenant=tenant, is_active=True, actor=request.user, ip_address=_client_ip(request)
+                tenant=tenant, is_active=True, actor=request.user, ip_address=client_address(request)
             )
 
 
@@ -186,7 +180,7 @@ class MembershipAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
         return actions
 
     def save_model(self, request, obj, form, change):
-        role, ip = form.cleaned_data["role"], _client_ip(request)
+        role, ip = form.cleaned_data["role"], client_address(request)
         if change:
             saved = services.member_change_role(
                 membership=obj, role=role, actor_role=Role.OWNER, actor=request.user, ip_address=ip
@@ -203,7 +197,7 @@ class MembershipAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         services.member_remove(
-            membership=obj, actor_role=Role.OWNER, actor=request.user, ip_address=_client_ip(request)
+            membership=obj, actor_role=Role.OWNER, actor=request.user, ip_address=client_address(request)
         )
 
 
@@ -281,7 +275,7 @@ class UpstreamAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
                 upstream=Upstream.objects.get(pk=obj.pk),
                 actor=request.user,
                 actor_is_staff=True,
-                ip_address=_client_ip(request),
+                ip_address=client_address(request),
                 auth_value=auth_value,
                 allow_private_network=data["allow_private_network"],
                 **{field: data[field] for field in services.UPSTREAM_FIELDS},
@@ -293,15 +287,17 @@ class UpstreamAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
                 auth_value=auth_value or "",
                 actor=request.user,
                 actor_is_staff=True,
-                ip_address=_client_ip(request),
+                ip_address=client_address(request),
             ).pk
 
     def delete_model(self, request, obj):
-        services.upstream_delete(upstream=obj, actor=request.user, ip_address=_client_ip(request))
+        services.upstream_delete(upstream=obj, actor=request.user, ip_address=client_address(request))
 
     def delete_queryset(self, request, queryset):
         for upstream in queryset:
-            services.upstream_delete(upstream=upstream, actor=request.user, ip_address=_client_ip(request))
+            services.upstream_delete(
+                upstream=upstream, actor=request.user, ip_address=client_address(request)
+            )
 
 
 class KeyStateFilter(admin.SimpleListFilter):
@@ -375,14 +371,16 @@ class ApiKeyAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         fields = {name: form.cleaned_data[name] for name in services.KEY_FIELDS if name in form.cleaned_data}
         if change:
-            services.api_key_update(api_key=obj, actor=request.user, ip_address=_client_ip(request), **fields)
+            services.api_key_update(
+                api_key=obj, actor=request.user, ip_address=client_address(request), **fields
+            )
         else:
             fields.pop("name")
             key, secret = services.api_key_create(
                 tenant=form.cleaned_data["tenant"],
                 name=form.cleaned_data["name"],
                 actor=request.user,
-                ip_address=_client_ip(request),
+                ip_address=client_address(request),
                 **fields,
             )
             form.instance = key
@@ -410,7 +408,7 @@ class ApiKeyAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset: QuerySet[ApiKey]):
         for api_key in queryset:
-            services.api_key_revoke(api_key=api_key, actor=request.user, ip_address=_client_ip(request))
+            services.api_key_revoke(api_key=api_key, actor=request.user, ip_address=client_address(request))
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
 
     @admin.action(description="Rotate the secret of one key (old secret stops at once)")
@@ -422,7 +420,7 @@ class ApiKeyAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
             return None
         api_key = queryset.get()
         secret = services.api_key_rotate(
-            api_key=api_key, actor=request.user, grace=timedelta(0), ip_address=_client_ip(request)
+            api_key=api_key, actor=request.user, grace=timedelta(0), ip_address=client_address(request)
         )
         return _show_secret_once(
             request,
@@ -456,7 +454,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset: QuerySet[AccessToken]):
         for token in queryset:
-            services.access_token_revoke(token=token, actor=request.user, ip_address=_client_ip(request))
+            services.access_token_revoke(token=token, actor=request.user, ip_address=client_address(request))
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
 
 
@@ -486,7 +484,7 @@ class ManagementTokenAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
             tenant=form.cleaned_data["tenant"],
             name=form.cleaned_data["name"],
             actor=request.user,
-            ip_address=_client_ip(request),
+            ip_address=client_address(request),
         )
         form.instance = token
         obj.pk = token.pk
@@ -505,7 +503,9 @@ class ManagementTokenAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
     @admin.action(description="Revoke selected management tokens")
     def revoke(self, request, queryset: QuerySet[ManagementToken]):
         for token in queryset:
-            services.management_token_revoke(token=token, actor=request.user, ip_address=_client_ip(request))
+            services.management_token_revoke(
+                token=token, actor=request.user, ip_address=client_address(request)
+            )
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
 
 
@@ -560,7 +560,7 @@ class InvitationAdmin(ReadOnlyAdmin):
                 invitation=invitation,
                 actor_role=Role.OWNER,
                 actor=request.user,
-                ip_address=_client_ip(request),
+                ip_address=client_address(request),
             )
         self.message_user(request, f"Withdrew {len(pending)} invitation(s).", messages.SUCCESS)
 

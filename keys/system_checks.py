@@ -4,7 +4,7 @@ from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core import checks
 
-from keys.request_ids import trusted_proxy_network
+from keys.client_address import trusted_proxy_network
 
 
 @checks.register(checks.Tags.security, deploy=True)

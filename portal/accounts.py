@@ -25,10 +25,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_ratelimit.core import is_ratelimited
 
 from keys import crypto, selectors, services
+from keys.client_address import client_address
 from keys.models import EmailConfirmation, Invitation
-from keys.request_ids import client_address
 from portal.account_forms import InvitationSignupForm, RateLimitedPasswordResetForm
-from portal.common import TENANT_SESSION_KEY, client_ip, page
+from portal.common import TENANT_SESSION_KEY, page
 
 User = get_user_model()
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         response = super().form_valid(form)
         # The reset link was mailed to the account's address (its token covers the address): proof.
         services.email_confirm(
-            user=form.user, method=EmailConfirmation.Method.RESET, ip_address=client_ip(self.request)
+            user=form.user, method=EmailConfirmation.Method.RESET, ip_address=client_address(self.request)
         )
         return response
 
@@ -139,7 +139,9 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
         context["already_member"] = selectors.membership_get(tenant=invitation.tenant, user=user) is not None
         if request.method == "POST" and not context["wrong_account"]:
             try:
-                membership = services.invitation_accept(token=token, user=user, ip_address=client_ip(request))
+                membership = services.invitation_accept(
+                    token=token, user=user, ip_address=client_address(request)
+                )
             except ValidationError as exc:
                 context["error"] = " ".join(exc.messages)
             else:
@@ -156,7 +158,7 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
                     email=invitation.email, password=form.cleaned_data["password1"]
                 )
                 membership = services.invitation_accept(
-                    token=token, user=new_user, ip_address=client_ip(request)
+                    token=token, user=new_user, ip_address=client_address(request)
                 )
         except ValidationError as exc:
             form.add_error(None, exc.messages)
@@ -207,7 +209,7 @@ def email_confirmation(request: HttpRequest) -> HttpResponse:
     context: dict = {"has_link": bool(token)}
     if request.method == "POST" and token:
         try:
-            user = services.email_confirm_by_token(token=token, ip_address=client_ip(request))
+            user = services.email_confirm_by_token(token=token, ip_address=client_address(request))
         except ValidationError as exc:
             request.session.pop(CONFIRMATION_SESSION_KEY, None)
             context.update(has_link=False, problem=" ".join(exc.messages))

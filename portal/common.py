@@ -13,8 +13,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from keys import selectors
+from keys.client_address import client_address
 from keys.models import Role
-from keys.request_ids import client_address
 
 TENANT_SESSION_KEY = "tenant"
 # Forms whose POST must act once (create a key, rotate it, create a token): a browser's reload sends
@@ -104,11 +104,6 @@ def client_key(group: str, request: HttpRequest) -> str:
     """django-ratelimit's key for "this client": the address by the trusted-proxy rule, so that behind a
     load balancer every visitor is not one address (key="ip" would read REMOTE_ADDR: the balancer)."""
     return client_address(request) or "unknown"
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    """For the audit trail: the client's address as the trusted-proxy setting says."""
-    return client_address(request) or None
 
 
 def add_service_errors(form: forms.Form, exc: ValidationError) -> None:

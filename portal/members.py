@@ -17,8 +17,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_ratelimit.core import is_ratelimited
 
 from keys import selectors, services
+from keys.client_address import client_address
 from keys.models import Invitation, Role
-from portal.common import TENANT_SESSION_KEY, can, client_ip, or_404, page, tenant_view
+from portal.common import TENANT_SESSION_KEY, can, or_404, page, tenant_view
 from portal.member_forms import InvitationForm, MemberRoleForm
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def member_invite(request: HttpRequest) -> HttpResponse:
                 role=form.cleaned_data["role"],
                 actor_role=actor_role,
                 actor=request.user,
-                ip_address=client_ip(request),
+                ip_address=client_address(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
@@ -119,7 +120,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
                 role=form.cleaned_data["role"],
                 actor_role=actor_role,
                 actor=request.user,
-                ip_address=client_ip(request),
+                ip_address=client_address(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
@@ -141,7 +142,7 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
                 membership=membership,
                 actor_role=request.membership.role,
                 actor=request.user,
-                ip_address=client_ip(request),
+                ip_address=client_address(request),
             )
         except ValidationError as exc:
             context["errors"] = exc.messages
@@ -163,7 +164,7 @@ def member_invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpRe
             invitation=invitation,
             actor_role=request.membership.role,
             actor=request.user,
-            ip_address=client_ip(request),
+            ip_address=client_address(request),
         )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))

@@ -10,9 +10,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from keys import selectors, services
+from keys.client_address import client_address
 from keys.models import Role
 from portal.admin_forms import ManagementTokenCreateForm
-from portal.common import already_done, client_ip, mark_done, once_token, or_404, page, tenant_view
+from portal.common import already_done, mark_done, once_token, or_404, page, tenant_view
 
 
 def _api_url(request: HttpRequest) -> str:
@@ -40,7 +41,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
                 tenant=request.tenant,
                 name=form.cleaned_data["name"],
                 actor=request.user,
-                ip_address=client_ip(request),
+                ip_address=client_address(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
@@ -60,7 +61,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """GET asks for confirmation; only POST revokes."""
     token = or_404(selectors.management_token_get, tenant=request.tenant, token_id=token_id)
     if request.method == "POST":
-        services.management_token_revoke(token=token, actor=request.user, ip_address=client_ip(request))
+        services.management_token_revoke(token=token, actor=request.user, ip_address=client_address(request))
         messages.success(request, f"The token {token.name} (…{token.hint}) is revoked.")
         return redirect("portal:token_list")
     return page(request, "portal/token_revoke.html", {"token": token})

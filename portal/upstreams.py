@@ -13,9 +13,10 @@ from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods
 
 from keys import selectors, services, validators
+from keys.client_address import client_address
 from keys.models import Role
 from portal.admin_forms import UpstreamEditForm, UpstreamForm
-from portal.common import can, client_ip, or_404, page, tenant_view
+from portal.common import can, or_404, page, tenant_view
 
 
 @require_GET
@@ -50,7 +51,7 @@ def upstream_create(request: HttpRequest) -> HttpResponse:
                 auth_value=form.cleaned_data["auth_value"],
                 actor=request.user,
                 actor_is_staff=False,
-                ip_address=client_ip(request),
+                ip_address=client_address(request),
                 # Looked up at call time, so tests can stand in for DNS.
                 resolve=validators.resolve_host,
                 **form.service_fields(),
@@ -75,7 +76,7 @@ def upstream_edit(request: HttpRequest, slug: str) -> HttpResponse:
                 auth_value=form.credential(),
                 actor=request.user,
                 actor_is_staff=False,
-                ip_address=client_ip(request),
+                ip_address=client_address(request),
                 resolve=validators.resolve_host,
                 **form.service_fields(),
             )
@@ -94,7 +95,7 @@ def upstream_delete(request: HttpRequest, slug: str) -> HttpResponse:
     """GET asks for confirmation; only POST deletes."""
     upstream = or_404(selectors.upstream_get_owned, tenant=request.tenant, slug=slug)
     if request.method == "POST":
-        services.upstream_delete(upstream=upstream, actor=request.user, ip_address=client_ip(request))
+        services.upstream_delete(upstream=upstream, actor=request.user, ip_address=client_address(request))
         messages.success(request, f"The upstream {slug} is deleted.")
         return redirect("portal:upstream_list")
     keys = list(selectors.api_key_list(tenant=request.tenant).filter(upstreams=upstream))

@@ -19,13 +19,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_ratelimit.core import is_ratelimited
 
 from keys import selectors, services
+from keys.client_address import client_address
 from keys.models import ApiKey, Role, Tenant
 from portal.accounts import email_confirmation_send
 from portal.common import (
     TENANT_SESSION_KEY,
     already_done,
     can,
-    client_ip,
     client_key,
     mark_done,
     once_token,
@@ -163,7 +163,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
                 tenant=request.tenant,
                 upstreams=form.cleaned_data["upstreams"],
                 actor=request.user,
-                ip_address=client_ip(request),
+                ip_address=client_address(request),
                 **fields,
             )
         except ValidationError as exc:
@@ -201,7 +201,7 @@ def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
     """GET asks for confirmation; only POST revokes."""
     api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     if request.method == "POST":
-        services.api_key_revoke(api_key=api_key, actor=request.user, ip_address=client_ip(request))
+        services.api_key_revoke(api_key=api_key, actor=request.user, ip_address=client_address(request))
         messages.success(request, f"The key {api_key.name} is revoked.")
         return redirect("portal:key_detail", key_id=api_key.key_id)
     return page(request, "portal/key_revoke.html", {"key": api_key})
@@ -226,7 +226,7 @@ def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
                 api_key=api_key,
                 upstreams=upstreams,
                 actor=request.user,
-                ip_address=client_ip(request),
+                ip_address=client_address(request),
                 **fields,
             )
         except ValidationError as exc:
@@ -257,7 +257,7 @@ def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
                 api_key=api_key,
                 grace=form.cleaned_data["grace"],
                 actor=request.user,
-                ip_address=client_ip(request),
+                ip_address=client_address(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)

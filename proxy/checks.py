@@ -42,7 +42,7 @@ class Facts:
     method: str
     origin: str | None  # None: the request has no Origin header
     authorization: str
-    client_ip: str
+    client_address: str
     user_agent: str
     now: float
     # The methods named by X-HTTP-Method-Override and its kin, which many frameworks obey over the
@@ -142,7 +142,7 @@ def check_origin(key: KeyPolicy, facts: Facts, credential: str | TokenPolicy | N
     return None
 
 
-def _client_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -155,12 +155,12 @@ def _client_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
 def check_client(key: KeyPolicy, facts: Facts) -> Rejection | None:
     """The IP, user-agent and HTTP-method allowlists."""
     if key.networks:
-        address = _client_address(facts.client_ip)
+        address = _ip_of(facts.client_address)
         if address is None or not any(address in network for network in key.networks):
             return reject(
                 "ip_not_allowed",
-                f"Client address {facts.client_ip} is not allowed for {key.key_id}.",
-                detail=facts.client_ip,
+                f"Client address {facts.client_address} is not allowed for {key.key_id}.",
+                detail=facts.client_address,
             )
     if key.user_agents and not user_agent_allowed(facts.user_agent, key.user_agents):
         return reject(

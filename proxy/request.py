@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.http import HttpRequest
 
-from keys.request_ids import client_address
+from keys.client_address import client_address
 from proxy import checks
 from proxy.policy import KeyPolicy
 
@@ -17,7 +17,7 @@ def facts_of(request: HttpRequest, now: float) -> checks.Facts:
         method=request.method,
         origin=request.headers.get("Origin"),
         authorization=request.headers.get("Authorization", ""),
-        client_ip=client_address(request),
+        client_address=client_address(request),
         user_agent=request.headers.get("User-Agent", ""),
         now=now,
         method_overrides=tuple(

@@ -69,7 +69,7 @@ def _checked_relay(
     out_headers = outbound.outbound_headers(
         upstream,
         list(request.headers.items()),
-        forwarded=forwarded_headers(request, facts.client_ip, headers),
+        forwarded=forwarded_headers(request, facts.client_address, headers),
     )
     if length := content_length(request):
         out_headers["Content-Length"] = str(length)

@@ -24,7 +24,7 @@ from keys import selectors, services
 from keys.api import serializers as s
 from keys.api.errors import ApiError
 from keys.api.parsers import parse_json
-from keys.request_ids import client_address
+from keys.client_address import client_address
 
 logger = logging.getLogger(__name__)
 

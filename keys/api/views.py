@@ -21,8 +21,8 @@ from keys.api.authentication import (
 )
 from keys.api.errors import ApiError
 from keys.api.permissions import TenantRole
+from keys.client_address import client_address
 from keys.models import ApiKey, ManagementToken, Membership, Role, Upstream
-from keys.request_ids import client_address
 
 # Answers holding a secret must not be kept by any cache.
 NO_STORE = {"Cache-Control": "no-store"}

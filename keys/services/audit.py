@@ -38,5 +38,5 @@ def audit_record(
         target_type=target_type,
         target_id=target_id,
         data=data or {},
-        ip_address=ip_address,
+        ip_address=ip_address or None,  # no address known: NULL, not an empty string
     )

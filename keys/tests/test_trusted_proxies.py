@@ -5,7 +5,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import RequestFactory, override_settings
 
-from keys.request_ids import client_address
+from keys.client_address import client_address
 
 BAD_ENTRIES = ["10.0.0.0/33", "foo", "10.0.0.1/8", "", "203.0.113.0/24/1"]
 

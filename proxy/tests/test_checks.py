@@ -59,7 +59,12 @@ def make_upstream(**fields) -> UpstreamPolicy:
 
 def facts(**fields) -> checks.Facts:
     base = checks.Facts(
-        method="GET", origin=None, authorization="", client_ip="203.0.113.7", user_agent="curl/8", now=NOW
+        method="GET",
+        origin=None,
+        authorization="",
+        client_address="203.0.113.7",
+        user_agent="curl/8",
+        now=NOW,
     )
     return replace(base, **fields)
 
@@ -217,7 +222,7 @@ def test_ip_allowlist(ip, expected):
     import ipaddress
 
     key = make_key(networks=(ipaddress.ip_network("203.0.113.0/24"), ipaddress.ip_network("2001:db8::/32")))
-    assert code(checks.check_client(key, facts(client_ip=ip))) == expected
+    assert code(checks.check_client(key, facts(client_address=ip))) == expected
 
 
 @pytest.mark.parametrize(
@@ -290,7 +295,10 @@ def _ip_and_agent_key(**fields) -> KeyPolicy:
             lambda: checks.check_origin(make_key(origins=ORIGINS), facts(origin="https://evil|x.test"), None),
             "https://evil|x.test",
         ),
-        (lambda: checks.check_client(_ip_and_agent_key(), facts(client_ip="198.51.100.1")), "198.51.100.1"),
+        (
+            lambda: checks.check_client(_ip_and_agent_key(), facts(client_address="198.51.100.1")),
+            "198.51.100.1",
+        ),
         (lambda: checks.check_client(_ip_and_agent_key(), facts(user_agent="curl/8")), "curl/8"),
         (
             lambda: checks.check_client(_ip_and_agent_key(), facts(user_agent="MyApp/1", method="PATCH")),
