@@ -14,6 +14,7 @@ from django.db import models
 from django.utils import timezone
 
 from keys import validators
+from keys.policy_changes import announce
 
 slug_validator = RegexValidator(
     validators.SLUG,
@@ -26,8 +27,6 @@ class PolicyQuerySet(models.QuerySet):
     proxy's caches also learn of writes that bypass save()."""
 
     def update(self, **kwargs) -> int:
-        from keys.signals import announce
-
         changes = self.model.policy_changes(self)
         count = super().update(**kwargs)
         announce(**changes)

@@ -1,34 +1,12 @@
-"""`policy_changed`: sent after commit whenever a write may change what the proxy decides.
-
-Whatever made the change (a service, the admin, a command, a bulk update through the managers),
-the model signals below turn it into one `policy_changed`, which the proxy listens to in order to
-drop its cached policies. Arguments: `key_ids` (the API keys whose policy changed),
-`token_hashes` (access tokens that changed) and `upstreams_changed` (True: drop every cached
-upstream; they are few, and a renamed slug must stop answering at once).
+"""The model signals that turn any write which may change what the proxy decides (a service, the admin,
+a command, a bulk update through the managers) into one `policy_changed` (keys/policy_changes.py).
 """
 
-from collections.abc import Iterable
-
-from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
-from django.dispatch import Signal, receiver
+from django.dispatch import receiver
 
 from keys.models import AccessToken, ApiKey, Tenant, Upstream
-
-policy_changed = Signal()
-
-
-def announce(
-    *, key_ids: Iterable[str] = (), token_hashes: Iterable[str] = (), upstreams_changed: bool = False
-) -> None:
-    """Send policy_changed once the current transaction commits (at once outside one)."""
-    key_ids, token_hashes = list(key_ids), list(token_hashes)
-    if key_ids or token_hashes or upstreams_changed:
-        transaction.on_commit(
-            lambda: policy_changed.send(
-                sender=ApiKey, key_ids=key_ids, token_hashes=token_hashes, upstreams_changed=upstreams_changed
-            )
-        )
+from keys.policy_changes import announce
 
 
 @receiver([post_save, post_delete], sender=ApiKey)

@@ -1,6 +1,6 @@
 """Dropping cached policies everywhere when a key, token, upstream or tenant changes.
 
-keys.signals.policy_changed fires after commit in the process that made the change: its own cache
+keys.policy_changes.policy_changed fires after commit in the process that made the change: its own cache
 is dropped at once, and the change is published on a Redis channel. Every process runs a listener
 thread subscribed to that channel, which drops the same entries within milliseconds. The listener
 also pings Redis several times a second and tells the policy cache each time Redis answered: while
@@ -16,7 +16,7 @@ import time
 
 from django.conf import settings
 
-from keys.signals import policy_changed
+from keys.policy_changes import policy_changed
 from proxy.policy import CHANNEL_SILENCE, policies
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The cached, immutable view of keys, upstreams and tokens that the proxy reads: no ORM objects.
 
 Entries live in process memory. A write anywhere drops them after commit: in this process through
-keys.signals.policy_changed, in every other process through Redis pub/sub (proxy/invalidation.py).
+keys.policy_changes.policy_changed, in every other process through Redis pub/sub (proxy/invalidation.py).
 An entry is trusted for PROXY_POLICY_TTL only while that push channel is live now and has been since
 before the entry was loaded; otherwise for one second, so a revocation still reaches every process
 within a second (DESIGN.md). Freshness is judged when the entry is read, not when it was stored: an

@@ -16,6 +16,7 @@ from django_celery_beat.models import PeriodicTask
 
 from keys import jobs, services
 from keys.models import AccessToken, ApiKey, AuditEvent, UsageRecord, UsageRollup
+from keys.policy_changes import policy_changed
 from keys.usage import roll_up
 from keys.usage import store as usage_store
 from keys.usage.store import LocalUsageStore, RedisUsageSource, usage_field, usage_key
@@ -73,6 +74,22 @@ def test_purge_deletes_expired_and_revoked_tokens_and_keeps_live_ones(api_key):
     assert jobs.access_tokens_purge() == 2
     assert list(AccessToken.objects.values_list("pk", flat=True)) == [live.pk]
     assert not AccessToken.objects.filter(pk__in=[expired.pk, revoked.pk]).exists()
+
+
+def test_a_purge_of_fifty_tokens_announces_nothing(api_key, django_capture_on_commit_callbacks):
+    for _ in range(50):
+        _token(api_key, age=timedelta(hours=1))
+    sent = []
+    policy_changed.connect(
+        lambda sender, **kwargs: sent.append(kwargs), dispatch_uid="purge-test", weak=False
+    )
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert jobs.access_tokens_purge(batch_size=20) == 50
+    finally:
+        policy_changed.disconnect(dispatch_uid="purge-test")
+    assert sent == []  # each token's expiry is in its own row: the proxy needs no word of its deletion
+    assert not AccessToken.objects.exists()
 
 
 def test_purge_works_in_batches_and_a_rerun_finds_nothing(api_key):

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from keys import services
 from keys.models import AccessToken, ApiKey, Tenant, Upstream
-from keys.signals import policy_changed
+from keys.policy_changes import policy_changed
 
 
 @pytest.fixture
