@@ -27,6 +27,7 @@ from keys.models import (
     AuthType,
     EmailConfirmation,
     Invitation,
+    KeyState,
     ManagementToken,
     Membership,
     Role,
@@ -305,16 +306,11 @@ class KeyStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [("active", "active"), ("expired", "expired"), ("revoked", "revoked")]
+        return KeyState.choices
 
     def queryset(self, request, queryset):
-        now = timezone.now()
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        if self.value() == "expired":
-            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
-        if self.value() == "active":
-            return queryset.filter(revoked_at__isnull=True).exclude(expires_at__lte=now)
+        if self.value() in KeyState.values:
+            return queryset.in_state(self.value(), now=timezone.now())
         return queryset
 
 

@@ -17,7 +17,7 @@ from keys import validators
 from keys.policy_changes import announce
 
 slug_validator = RegexValidator(
-    validators.SLUG,
+    validators.SLUG.pattern,
     "Use 1 to 50 lower-case letters, digits and hyphens, not starting or ending with a hyphen.",
 )
 
@@ -35,6 +35,25 @@ class PolicyQuerySet(models.QuerySet):
     def update_quietly(self, **kwargs) -> int:
         """An update that cannot change any policy (a last-used time): nothing to announce."""
         return super().update(**kwargs)
+
+
+class KeyState(models.TextChoices):
+    """What a key is at a given moment; revoked wins over expired."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class ApiKeyQuerySet(PolicyQuerySet):
+    def in_state(self, state: str, *, now: datetime) -> "ApiKeyQuerySet":
+        """The keys in `state` at `now` (ApiKey.state_at's rule, in SQL)."""
+        if state == KeyState.REVOKED:
+            return self.filter(revoked_at__lte=now)
+        live = self.filter(models.Q(revoked_at__isnull=True) | models.Q(revoked_at__gt=now))
+        if state == KeyState.EXPIRED:
+            return live.filter(expires_at__lte=now)
+        return live.filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
 
 
 class Tenant(models.Model):
@@ -235,7 +254,7 @@ class ApiKey(models.Model):
     # The expiry whose `api_key.expired` audit event is written (keys/jobs.py: once per expiry time).
     expiry_recorded_for = models.DateTimeField(null=True, blank=True, editable=False)
 
-    objects = PolicyQuerySet.as_manager()
+    objects = ApiKeyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -265,13 +284,13 @@ class ApiKey(models.Model):
             except ValidationError:
                 pass  # clean_fields() has already reported it against the field
 
-    def state_at(self, now: datetime) -> str:
-        """active, expired or revoked."""
+    def state_at(self, now: datetime) -> KeyState:
+        """Active, expired or revoked (ApiKeyQuerySet.in_state is the same rule in SQL)."""
         if self.revoked_at is not None and self.revoked_at <= now:
-            return "revoked"
+            return KeyState.REVOKED
         if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
+            return KeyState.EXPIRED
+        return KeyState.ACTIVE
 
     @property
     def state(self) -> str:

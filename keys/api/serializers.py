@@ -16,12 +16,11 @@ from rest_framework import serializers
 
 from keys import selectors
 from keys.errors import ERROR_STATUS
-from keys.models import ApiKey, AuthType, ManagementToken, Membership, Role, Upstream
+from keys.models import ApiKey, AuthType, KeyState, ManagementToken, Membership, Role, Upstream
 from keys.services import KEY_FIELDS
 
 # PositiveIntegerField's range in every database Django supports.
 MAX_INT = 2147483647
-KEY_STATES = ["active", "expired", "revoked"]
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -147,7 +146,7 @@ class KeyWriteSerializer(ClosedSerializer):
 
 class KeyFilterSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, max_length=200, help_text="Part of the name, any case.")
-    state = serializers.ChoiceField(choices=KEY_STATES, required=False)
+    state = serializers.ChoiceField(choices=KeyState.values, required=False)
 
 
 class KeyRotateSerializer(ClosedSerializer):

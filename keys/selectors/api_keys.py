@@ -2,12 +2,13 @@
 
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from keys import crypto
 from keys.models import (
     ApiKey,
+    KeyState,
     Tenant,
 )
 
@@ -17,12 +18,8 @@ def api_key_list(*, tenant: Tenant, state: str | None = None, name: str | None =
     now = timezone.now()
     if name:
         keys = keys.filter(name__icontains=name)
-    if state == "revoked":
-        keys = keys.filter(revoked_at__isnull=False)
-    elif state == "expired":
-        keys = keys.filter(revoked_at__isnull=True, expires_at__lte=now)
-    elif state == "active":
-        keys = keys.filter(revoked_at__isnull=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    if state:
+        keys = keys.in_state(state, now=now)
     return keys
 
 
@@ -68,7 +65,7 @@ def api_key_authenticate(
         return api_key, "tenant_suspended"
     now = now or timezone.now()
     state = api_key.state_at(now)
-    if state != "active":
+    if state != KeyState.ACTIVE:
         return api_key, f"key_{state}"
     if not api_key_secret_valid(api_key=api_key, secret=secret, now=now):
         return api_key, "invalid_secret"
