@@ -11,8 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from keys import crypto
-from keys.errors import ERROR_STATUS
+from keys import access, crypto
 from keys.origins import origin_allowed
 from proxy.policy import KeyPolicy, TokenPolicy, UpstreamPolicy, user_agent_allowed
 
@@ -20,19 +19,10 @@ SECRET = "secret"  # noqa: S105 - the credential kind of a request that showed t
 RPC_DETAIL_METHODS = 10  # refused JSON-RPC method names a rejection's detail lists, at most
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    status: int
-    code: str
-    message: str
-    retry_after: int | None = None
-    # What an allowlist refused (the origin, address, user agent, method, upstream), for the usage
-    # counters; raw request text, bounded and cleaned where it is counted. "" for other rejections.
-    detail: str = ""
-
-
-def reject(code: str, message: str, retry_after: int | None = None, *, detail: str = "") -> Rejection:
-    return Rejection(ERROR_STATUS[code], code, message, retry_after, detail)
+# The contract's error answers; the rules on a key's state, secret and tokens live in keys/access.py,
+# which the token exchange calls too.
+Rejection = access.Refusal
+reject = access.refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +48,14 @@ def check_upstream(upstream: UpstreamPolicy | None, slug: str) -> Rejection | No
 
 def check_key(key: KeyPolicy | None, key_id: str, now: float) -> Rejection | None:
     if key is None:
-        return reject("invalid_key", f"{key_id} is not a valid API key.")
-    if not key.tenant_active:
-        return reject("tenant_suspended", f"The account that owns {key_id} is suspended.")
-    if key.revoked_at is not None and key.revoked_at <= now:
-        return reject("key_revoked", f"{key_id} has been revoked.")
-    if key.expires_at is not None and key.expires_at <= now:
-        return reject("key_expired", f"{key_id} has expired.")
-    return None
+        return access.unknown_key(key_id)
+    return access.key_state_refusal(
+        key_id=key.key_id,
+        tenant_active=key.tenant_active,
+        revoked_at=key.revoked_at,
+        expires_at=key.expires_at,
+        now=now,
+    )
 
 
 def check_upstream_allowed(key: KeyPolicy, upstream: UpstreamPolicy) -> Rejection | None:
@@ -80,15 +70,12 @@ def check_upstream_allowed(key: KeyPolicy, upstream: UpstreamPolicy) -> Rejectio
 
 
 def secret_valid(key: KeyPolicy, secret: str, now: float) -> bool:
-    """The key's secret, or its previous secret while the rotation grace lasts; constant time."""
-    if not crypto.well_formed(secret, crypto.SECRET_PREFIX):
-        return False
-    if crypto.secret_matches(secret, key.secret_hash):
-        return True
-    return (
-        key.previous_secret_until is not None
-        and now < key.previous_secret_until
-        and crypto.secret_matches(secret, key.previous_secret_hash)
+    return access.secret_matches(
+        secret=secret,
+        secret_hash=key.secret_hash,
+        previous_secret_hash=key.previous_secret_hash,
+        previous_secret_until=key.previous_secret_until,
+        now=now,
     )
 
 
@@ -104,20 +91,21 @@ def check_credentials(
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return reject("invalid_secret", "The Authorization header is not valid Basic credentials."), None
         if user not in ("", key.key_id) or not secret_valid(key, secret, facts.now):
-            return reject("invalid_secret", f"That is not the secret of {key.key_id}."), None
+            return access.wrong_secret(key.key_id), None
         return None, SECRET
     if scheme == "bearer":
         token = value.strip()
         if not crypto.well_formed(token, crypto.ACCESS_TOKEN_PREFIX):
             return reject("invalid_token", "The bearer token is not a valid access token."), None
         policy = token_policy(token)
-        if policy is None or policy.revoked or policy.key_id != key.key_id:
-            return reject(
-                "invalid_token", f"The bearer token is not a valid access token for {key.key_id}."
-            ), None
-        if policy.expires_at <= facts.now:
-            return reject("token_expired", "The access token has expired; exchange a new one."), None
-        return None, policy
+        refused = access.token_refusal(
+            key_id=key.key_id,
+            token_key_id=policy.key_id if policy else None,
+            revoked=policy.revoked if policy else True,
+            expires_at=policy.expires_at if policy else 0.0,
+            now=facts.now,
+        )
+        return (refused, None) if refused else (None, policy)
     if key.secret_required:
         return reject(
             "secret_required", f"{key.key_id} requires its secret (Basic auth) or an access token (Bearer)."

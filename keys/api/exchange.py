@@ -28,14 +28,6 @@ from keys.client_address import client_address
 
 logger = logging.getLogger(__name__)
 
-KEY_MESSAGES = {
-    "invalid_key": "{key_id} is not a valid API key.",
-    "tenant_suspended": "The account that owns {key_id} is suspended.",
-    "key_revoked": "{key_id} has been revoked.",
-    "key_expired": "{key_id} has expired.",
-    "invalid_secret": "That is not the secret of {key_id}.",
-}
-
 
 def _limit(request: Request, *, scope: str, value: str, rate: str, increment: bool) -> None:
     """Raise 429 when `value` is past `rate` in its scope: counting this request (`increment`), or only
@@ -103,11 +95,10 @@ class AccessTokenView(APIView):
         # a right guess is refused; counted only when the check fails.
         failures = {"scope": "failures", "value": f"{key_id[:64]} {address}"}
         _limit(request, **failures, rate=settings.KEYS_TOKEN_EXCHANGE_RATE, increment=False)
-        api_key, error = selectors.api_key_authenticate(key_id=key_id, secret=secret)
-        if error is not None:
+        api_key, refused = selectors.api_key_authenticate(key_id=key_id, secret=secret)
+        if refused is not None:
             _limit(request, **failures, rate=settings.KEYS_TOKEN_EXCHANGE_RATE, increment=True)
-            shown = api_key.key_id if api_key is not None else "That key"
-            raise ApiError(error, KEY_MESSAGES[error].format(key_id=shown))
+            raise ApiError(refused.code, refused.message)
         serializer = s.AccessTokenRequestSerializer(data=parse_json(request.body))
         serializer.is_valid(raise_exception=True)
         token, clear = services.access_token_issue(api_key=api_key, **serializer.validated_data)

@@ -5,10 +5,9 @@ from datetime import datetime
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from keys import crypto
+from keys import access, crypto
 from keys.models import (
     ApiKey,
-    KeyState,
     Tenant,
 )
 
@@ -40,33 +39,33 @@ def api_key_find(*, key_id: str) -> ApiKey | None:
 
 
 def api_key_secret_valid(*, api_key: ApiKey, secret: str, now: datetime | None = None) -> bool:
-    """The current secret, or the previous one while its rotation grace lasts."""
-    if not crypto.well_formed(secret, crypto.SECRET_PREFIX):
-        return False
-    if crypto.secret_matches(secret, api_key.secret_hash):
-        return True
-    now = now or timezone.now()
-    return (
-        api_key.previous_secret_expires_at is not None
-        and now < api_key.previous_secret_expires_at
-        and crypto.secret_matches(secret, api_key.previous_secret_hash)
+    """The current secret, or the previous one while its rotation grace lasts (keys.access)."""
+    return access.secret_matches(
+        secret=secret,
+        secret_hash=api_key.secret_hash,
+        previous_secret_hash=api_key.previous_secret_hash,
+        previous_secret_until=access.timestamp(api_key.previous_secret_expires_at),
+        now=(now or timezone.now()).timestamp(),
     )
 
 
 def api_key_authenticate(
     *, key_id: str, secret: str, now: datetime | None = None
-) -> tuple[ApiKey | None, str | None]:
-    """(key, None) when the key may be used with this secret; else (key or None, the proxy's error code),
-    checked in the proxy's order: invalid_key, tenant_suspended, key_revoked, key_expired, invalid_secret."""
+) -> tuple[ApiKey | None, access.Refusal | None]:
+    """(key, None) when the key may be used with this secret; else (key or None, the refusal), by the
+    proxy's rules and in its order: invalid_key, tenant_suspended, key_revoked, key_expired,
+    invalid_secret."""
     api_key = api_key_find(key_id=key_id)
     if api_key is None:
-        return None, "invalid_key"
-    if not api_key.tenant.is_active:
-        return api_key, "tenant_suspended"
+        return None, access.unknown_key(key_id)
     now = now or timezone.now()
-    state = api_key.state_at(now)
-    if state != KeyState.ACTIVE:
-        return api_key, f"key_{state}"
-    if not api_key_secret_valid(api_key=api_key, secret=secret, now=now):
-        return api_key, "invalid_secret"
-    return api_key, None
+    refused = access.key_state_refusal(
+        key_id=api_key.key_id,
+        tenant_active=api_key.tenant.is_active,
+        revoked_at=access.timestamp(api_key.revoked_at),
+        expires_at=access.timestamp(api_key.expires_at),
+        now=now.timestamp(),
+    )
+    if refused is None and not api_key_secret_valid(api_key=api_key, secret=secret, now=now):
+        refused = access.wrong_secret(api_key.key_id)
+    return api_key, refused
