@@ -35,6 +35,7 @@ from keys.models import (
     Upstream,
     UsageRecord,
 )
+from keys.shown_once import shown_once
 
 
 def _login_client(group: str, request: HttpRequest) -> str:
@@ -84,8 +85,7 @@ def _show_secret_once(request: HttpRequest, *, title: str, obj: object, secret: 
             "opts": opts,
         },
     )
-    response["Cache-Control"] = "no-store"
-    return response
+    return shown_once(response)
 
 
 class MembershipInline(admin.TabularInline):

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from keys import selectors, services
 from keys.client_address import client_address
 from keys.models import Role
+from keys.shown_once import shown_once
 from portal.admin_forms import ManagementTokenCreateForm
 from portal.common import already_done, mark_done, once_token, or_404, page, tenant_view
 
@@ -49,9 +50,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
             mark_done(request, reverse("portal:token_list"))
             # The token is in this answer only: not stored in clear, not cached, never rendered again.
             context = {"token": token, "secret": clear, "api_url": _api_url(request)}
-            response = page(request, "portal/token_created.html", context)
-            response["Cache-Control"] = "no-store"
-            return response
+            return shown_once(page(request, "portal/token_created.html", context))
     return page(request, "portal/token_create.html", {"form": form, "once": once_token(request)})
 
 

@@ -21,6 +21,7 @@ from django_ratelimit.core import is_ratelimited
 from keys import selectors, services
 from keys.client_address import client_address
 from keys.models import ApiKey, Role, Tenant
+from keys.shown_once import shown_once
 from portal.accounts import email_confirmation_send
 from portal.common import (
     TENANT_SESSION_KEY,
@@ -171,9 +172,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
         else:
             mark_done(request, reverse("portal:key_detail", args=[api_key.key_id]))
             # The secret is in this answer only: not stored, not cached, never rendered again.
-            response = page(request, "portal/key_created.html", {"key": api_key, "secret": secret})
-            response["Cache-Control"] = "no-store"
-            return response
+            return shown_once(page(request, "portal/key_created.html", {"key": api_key, "secret": secret}))
     return page(request, "portal/key_create.html", {"form": form, "once": once_token(request)})
 
 
@@ -264,8 +263,6 @@ def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
         else:
             mark_done(request, reverse("portal:key_detail", args=[api_key.key_id]))
             # As at creation: the new secret is in this answer only, never stored or cached.
-            response = page(request, "portal/key_rotated.html", {"key": api_key, "secret": secret})
-            response["Cache-Control"] = "no-store"
-            return response
+            return shown_once(page(request, "portal/key_rotated.html", {"key": api_key, "secret": secret}))
     context = {"key": api_key, "form": form, "once": once_token(request)}
     return page(request, "portal/key_rotate.html", context)

@@ -25,6 +25,7 @@ from keys.api import serializers as s
 from keys.api.errors import ApiError
 from keys.api.parsers import parse_json
 from keys.client_address import client_address
+from keys.shown_once import SHOWN_ONCE_HEADERS
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class AccessTokenView(APIView):
                 "expires_at": token.expires_at,
             }
         ).data
-        return Response(data, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+        return Response(data, status=status.HTTP_201_CREATED, headers=SHOWN_ONCE_HEADERS)
 
     @extend_schema(
         tags=["access tokens"],

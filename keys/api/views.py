@@ -23,9 +23,9 @@ from keys.api.errors import ApiError
 from keys.api.permissions import TenantRole
 from keys.client_address import client_address
 from keys.models import ApiKey, ManagementToken, Membership, Role, Upstream
+from keys.shown_once import SHOWN_ONCE_HEADERS
 
 # Answers holding a secret must not be kept by any cache.
-NO_STORE = {"Cache-Control": "no-store"}
 TENANT_HEADER = OpenApiParameter(
     "X-Tenant",
     str,
@@ -104,7 +104,7 @@ class KeyViewSet(TenantScoped, viewsets.ViewSet):
             tenant=self.access.tenant, actor=self.access.actor, ip_address=client_address(request), **fields
         )
         data = s.KeyWithSecretSerializer(api_key, context={"secret": secret}).data
-        return Response(data, status=status.HTTP_201_CREATED, headers=NO_STORE)
+        return Response(data, status=status.HTTP_201_CREATED, headers=SHOWN_ONCE_HEADERS)
 
     @extend_schema(responses=s.KeySerializer, summary="Read a key")
     def retrieve(self, request: Request, id: str) -> Response:
@@ -146,7 +146,7 @@ class KeyViewSet(TenantScoped, viewsets.ViewSet):
             ip_address=client_address(request),
         )
         data = s.KeyWithSecretSerializer(api_key, context={"secret": secret}).data
-        return Response(data, headers=NO_STORE)
+        return Response(data, headers=SHOWN_ONCE_HEADERS)
 
     @extend_schema(
         parameters=[s.UsageQuerySerializer],
@@ -268,7 +268,7 @@ class ManagementTokenViewSet(TenantScoped, viewsets.ViewSet):
             tenant=self.access.tenant, actor=self.access.actor, ip_address=client_address(request), **fields
         )
         data = s.ManagementTokenCreatedSerializer(token, context={"token": clear}).data
-        return Response(data, status=status.HTTP_201_CREATED, headers=NO_STORE)
+        return Response(data, status=status.HTTP_201_CREATED, headers=SHOWN_ONCE_HEADERS)
 
     @extend_schema(
         parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],
