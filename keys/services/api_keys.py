@@ -13,6 +13,7 @@ from keys import crypto, origins, validators
 from keys.models import AccessToken, ApiKey, Tenant, Upstream
 from keys.services.audit import Actor, audit_record
 from keys.services.tenants import tenant_check_limit
+from keys.services.updates import model_update
 
 KEY_FIELDS = (
     "name",
@@ -89,22 +90,21 @@ def api_key_update(
     unknown = set(fields) - set(KEY_FIELDS)
     if unknown:
         raise ValidationError({field: ["This field cannot be changed."] for field in unknown})
-    for name, value in fields.items():
-        setattr(api_key, name, value)
-    api_key.full_clean()
-    api_key.save()
-    changed = sorted(fields)
+    changed = model_update(instance=api_key, data=fields)
     if upstreams is not None:
-        api_key.upstreams.set(_key_check_upstreams(api_key.tenant, upstreams))
-        changed.append("upstreams")
-    audit_record(
-        action="api_key.updated",
-        tenant=api_key.tenant,
-        actor=actor,
-        target=api_key,
-        ip_address=ip_address,
-        data={"fields": changed},
-    )
+        allowed = _key_check_upstreams(api_key.tenant, upstreams)
+        if {upstream.pk for upstream in allowed} != set(api_key.upstreams.values_list("pk", flat=True)):
+            api_key.upstreams.set(allowed)
+            changed.append("upstreams")
+    if changed:  # the audit trail names what changed, and nothing when nothing did
+        audit_record(
+            action="api_key.updated",
+            tenant=api_key.tenant,
+            actor=actor,
+            target=api_key,
+            ip_address=ip_address,
+            data={"fields": changed},
+        )
     return api_key
 
 

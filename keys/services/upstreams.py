@@ -9,6 +9,7 @@ from keys import crypto, validators
 from keys.models import AuthType, Tenant, Upstream
 from keys.services.audit import Actor, audit_record
 from keys.services.tenants import tenant_check_limit
+from keys.services.updates import model_update
 
 UPSTREAM_FIELDS = ("name", "base_url", "auth_type", "auth_name", "timeout_seconds", "is_active")
 
@@ -147,36 +148,39 @@ def upstream_update(
     unknown = set(fields) - set(UPSTREAM_FIELDS)
     if unknown:
         raise ValidationError({name: ["This field cannot be changed."] for name in unknown})
-    old_destination = _destination(upstream.base_url)
-    for name, value in fields.items():
-        setattr(upstream, name, value)
+    data = dict(fields)
+    private = upstream.allow_private_network
     if (
-        upstream.allow_private_network
+        private
         and not actor_is_staff
-        and _destination(upstream.base_url) != old_destination
+        and _destination(str(data.get("base_url", upstream.base_url))) != (_destination(upstream.base_url))
     ):
         # Staff allowed that one private host, not any: a tenant who moves the upstream elsewhere
         # loses the permission, so the new destination must be public like any other.
-        upstream.allow_private_network = False
-    if allow_private_network is not None and allow_private_network != upstream.allow_private_network:
+        private = data["allow_private_network"] = False
+    if allow_private_network is not None and allow_private_network != private:
         if not actor_is_staff:
             raise ValidationError(
                 {"allow_private_network": ["Only staff may allow an upstream on a private network."]}
             )
-        upstream.allow_private_network = allow_private_network
-    # A tenant editing an upstream staff put on a private network keeps that permission.
-    upstream_validate(upstream=upstream, auth_value=auth_value, actor_is_staff=True, resolve=resolve)
-    _upstream_set_credential(upstream, auth_value)
-    upstream.save()
-    changed = sorted(fields) + (["auth_value"] if auth_value is not None else [])
-    audit_record(
-        action="upstream.updated",
-        tenant=upstream.tenant,
-        actor=actor,
-        target=upstream,
-        ip_address=ip_address,
-        data={"fields": changed},
-    )
+        data["allow_private_network"] = allow_private_network
+
+    def validate_and_encrypt() -> None:
+        # A tenant editing an upstream staff put on a private network keeps that permission.
+        upstream_validate(upstream=upstream, auth_value=auth_value, actor_is_staff=True, resolve=resolve)
+        _upstream_set_credential(upstream, auth_value)
+
+    changed = model_update(instance=upstream, data=data, clean=validate_and_encrypt)
+    changed += ["auth_value"] if auth_value is not None else []
+    if changed:
+        audit_record(
+            action="upstream.updated",
+            tenant=upstream.tenant,
+            actor=actor,
+            target=upstream,
+            ip_address=ip_address,
+            data={"fields": sorted(changed)},
+        )
     return upstream
 
 

@@ -11,7 +11,17 @@ from django.db import connection
 from django.utils import timezone
 
 from keys import crypto, selectors, services
-from keys.models import AccessToken, ApiKey, AuditEvent, AuthType, ManagementToken, Membership, Role, Tenant
+from keys.models import (
+    AccessToken,
+    ApiKey,
+    AuditEvent,
+    AuthType,
+    ManagementToken,
+    Membership,
+    Role,
+    Tenant,
+    Upstream,
+)
 from keys.tests.fixtures import PUBLIC_ADDRESS, make_resolver
 
 
@@ -765,3 +775,24 @@ def test_audit_record_labels_the_actor(tenant, member):
     assert (by_user.actor, by_user.actor_label) == (member, member.get_username())
     assert (by_command.actor, by_command.actor_label) == (None, "create_tenant")
     assert (by_nobody.actor, by_nobody.actor_label) == (None, "system")
+
+
+def test_an_update_audits_only_what_changed_and_nothing_when_nothing_did(api_key):
+    services.api_key_update(api_key=api_key, name=api_key.name, rate_limit="10/m", actor="test")
+    event = AuditEvent.objects.filter(action="api_key.updated").latest("pk")
+    assert event.data == {"fields": ["rate_limit"]}
+    services.api_key_update(api_key=api_key, name=api_key.name, rate_limit="10/m", actor="test")
+    assert AuditEvent.objects.filter(action="api_key.updated").count() == 1
+
+
+def test_an_upstream_update_saves_and_audits_only_the_fields_that_moved(loopback_upstream):
+    services.upstream_update(
+        upstream=loopback_upstream,
+        timeout_seconds=loopback_upstream.timeout_seconds,
+        name="renamed",
+        actor="test",
+        actor_is_staff=True,
+    )
+    event = AuditEvent.objects.filter(action="upstream.updated").latest("pk")
+    assert event.data == {"fields": ["name"]}
+    assert Upstream.objects.get(pk=loopback_upstream.pk).name == "renamed"
