@@ -28,6 +28,7 @@ from urllib3.exceptions import (
 from keys import validators
 from keys.models import AuthType
 from proxy.checks import Rejection, reject
+from proxy.lazy import Lazy
 from proxy.policy import UpstreamPolicy
 
 HOP_BY_HOP = frozenset(
@@ -359,4 +360,4 @@ def timeout_rejection(upstream: UpstreamPolicy) -> Rejection:
     return reject("upstream_timeout", f"The upstream did not answer within {upstream.timeout:g} s.")
 
 
-client = Client()
+client: Client = Lazy(Client)  # type: ignore[assignment]

@@ -22,6 +22,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from keys import crypto, validators
 from keys.models import AccessToken, ApiKey, Upstream
 from keys.origins import OriginPattern, parse_pattern
+from proxy.lazy import Lazy
 
 
 class PolicyUnavailable(Exception):
@@ -343,4 +344,4 @@ class PolicyCache:
         self.upstreams.clear()
 
 
-policies = PolicyCache()
+policies: PolicyCache = Lazy(PolicyCache)  # type: ignore[assignment]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from proxy.checks import Rejection, reject
+from proxy.lazy import Lazy
 from proxy.policy import KeyPolicy
 
 logger = logging.getLogger(__name__)
@@ -167,4 +168,5 @@ def _make_limiter() -> Limiter:
     return Limiter(RedisCounters() if settings.REDIS_URL else LocalCounters())
 
 
-limiter = _make_limiter()
+# Shared counters in Redis when REDIS_URL is set, this process's own otherwise.
+limiter: Limiter = Lazy(_make_limiter, lambda: settings.REDIS_URL)  # type: ignore[assignment]

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import close_old_connections
 
-# The store's contract (key and field formats, the local store) belongs to keys, whose roll-up reads it.
 from keys.usage.store import (
     ALLOWED,
     DETAILS_PER_KEY_MINUTE,
@@ -37,6 +36,9 @@ from keys.usage.store import (
     usage_field,
     usage_key,
 )
+
+# The store's contract (key and field formats, the local store) belongs to keys, whose roll-up reads it.
+from proxy.lazy import Lazy
 
 logger = logging.getLogger(__name__)
 
@@ -177,4 +179,5 @@ def _make_counter() -> UsageCounter:
     return UsageCounter(local_store)  # the store the in-process roll-up reads
 
 
-usage = _make_counter()
+# Flushed to Redis when REDIS_URL is set, kept for the in-process roll-up otherwise.
+usage: UsageCounter = Lazy(_make_counter, lambda: settings.REDIS_URL)  # type: ignore[assignment]
