@@ -14,7 +14,6 @@ from django.test.utils import CaptureQueriesContext
 from keys import crypto
 from proxy import policy as policy_module
 from proxy.policy import PushChannel, _Store, policies
-from proxy.tests.test_relay import echo  # noqa: F401 - the upstream fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +29,7 @@ def made_up_key_id() -> str:
 # --- made-up ids: refused before any lookup -------------------------------------------------------
 
 
-def test_a_thousand_checksum_invalid_key_ids_cost_no_query_and_no_cache_entry(client, echo):  # noqa: F811
+def test_a_thousand_checksum_invalid_key_ids_cost_no_query_and_no_cache_entry(client, echo):
     ids = [made_up_key_id() for _ in range(1000)]
     with CaptureQueriesContext(connection) as queries:
         answers = [client.get(f"/proxy/echo/{key_id}/x") for key_id in ids]
@@ -47,7 +46,7 @@ def test_a_thousand_checksum_invalid_key_ids_cost_no_query_and_no_cache_entry(cl
     "target",
     ["pk_%00abc", "pk_%00abc/x", "%00", "pk_" + "a" * 5000, "pk_%C3%A9" + "a" * 28, "pk_%FF%FE", "sk_abc"],
 )
-def test_malformed_key_ids_are_401_invalid_key_through_the_server(site, echo, target):  # noqa: F811
+def test_malformed_key_ids_are_401_invalid_key_through_the_server(site, echo, target):
     assert raw_get(site, f"/proxy/echo/{target}") == (401, "invalid_key")
 
 
