@@ -202,7 +202,7 @@ class MembershipAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
         )
 
 
-class UpstreamForm(forms.ModelForm):
+class UpstreamAdminForm(forms.ModelForm):
     auth_value = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
@@ -231,10 +231,10 @@ class UpstreamForm(forms.ModelForm):
             candidate = Upstream(
                 pk=self.instance.pk,
                 auth_value_encrypted=self.instance.auth_value_encrypted,
-                # UpstreamForm's own fields: the admin's form class also lists its read-only fields.
+                # UpstreamAdminForm's own fields: the admin's form class also lists its read-only fields.
                 **{
                     field: data.get(field, getattr(self.instance, field, None))
-                    for field in UpstreamForm.Meta.fields
+                    for field in UpstreamAdminForm.Meta.fields
                     if field != "auth_value"
                 },
             )
@@ -250,7 +250,7 @@ class UpstreamForm(forms.ModelForm):
 
 @admin.register(Upstream)
 class UpstreamAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
-    form = UpstreamForm
+    form = UpstreamAdminForm
     list_display = ["slug", "name", "tenant", "base_url", "auth_type", "is_active", "allow_private_network"]
     list_filter = ["is_active", "auth_type", "allow_private_network", ("tenant", admin.EmptyFieldListFilter)]
     search_fields = ["slug", "name", "base_url", "tenant__slug"]
@@ -258,7 +258,7 @@ class UpstreamAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
     readonly_fields = ["credential_stored"]
 
     def get_fields(self, request, obj=None):
-        return [*UpstreamForm.Meta.fields, "credential_stored"]
+        return [*UpstreamAdminForm.Meta.fields, "credential_stored"]
 
     def get_readonly_fields(self, request, obj=None):
         # Keys name upstreams by slug, and an upstream does not change owner: both are set once.
@@ -282,7 +282,7 @@ class UpstreamAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
                 **{field: data[field] for field in services.UPSTREAM_FIELDS},
             )
         else:
-            fields = {field: data[field] for field in UpstreamForm.Meta.fields if field != "auth_value"}
+            fields = {field: data[field] for field in UpstreamAdminForm.Meta.fields if field != "auth_value"}
             obj.pk = services.upstream_create(
                 **fields,
                 auth_value=auth_value or "",
@@ -314,7 +314,7 @@ class KeyStateFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ApiKeyForm(forms.ModelForm):
+class ApiKeyAdminForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ["tenant", "name", "upstreams", *services.KEY_FIELDS[1:]]
@@ -334,7 +334,7 @@ class ApiKeyForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
-    form = ApiKeyForm
+    form = ApiKeyAdminForm
     list_display = [
         "key_id",
         "name",
@@ -454,7 +454,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
 
 
-class ManagementTokenForm(forms.ModelForm):
+class ManagementTokenAdminForm(forms.ModelForm):
     class Meta:
         model = ManagementToken
         fields = ["tenant", "name"]
@@ -462,7 +462,7 @@ class ManagementTokenForm(forms.ModelForm):
 
 @admin.register(ManagementToken)
 class ManagementTokenAdmin(ServiceRefusalsAsMessages, admin.ModelAdmin):
-    form = ManagementTokenForm
+    form = ManagementTokenAdminForm
     list_display = ["name", "tenant", "hint", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "tenant__slug", "hint"]

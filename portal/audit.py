@@ -10,8 +10,8 @@ from django.views.decorators.http import require_GET
 
 from keys import selectors
 from keys.models import AuditEvent, Role
-from portal.admin_forms import AuditFilterForm
 from portal.common import page, tenant_view
+from portal.tenant_admin_forms import AuditFilterForm
 
 PER_PAGE = 50
 

@@ -13,8 +13,8 @@ from keys import selectors, services
 from keys.client_address import client_address
 from keys.models import Role
 from keys.shown_once import shown_once
-from portal.admin_forms import ManagementTokenCreateForm
 from portal.common import already_done, mark_done, once_token, or_404, page, tenant_view
+from portal.tenant_admin_forms import ManagementTokenCreateForm
 
 
 def _api_url(request: HttpRequest) -> str:

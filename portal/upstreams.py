@@ -15,8 +15,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 from keys import selectors, services, validators
 from keys.client_address import client_address
 from keys.models import Role
-from portal.admin_forms import UpstreamEditForm, UpstreamForm
 from portal.common import can, or_404, page, tenant_view
+from portal.tenant_admin_forms import UpstreamEditForm, UpstreamForm
 
 
 @require_GET

@@ -1,5 +1,6 @@
-"""Forms of the admin pages (upstreams, management tokens, the audit filter). They parse what a person
-typed; the rules (URL, SSRF refusal, auth settings, uniqueness) stay in keys.services."""
+"""Forms of the portal's pages for a tenant's admins (upstreams, management tokens, the audit filter).
+They parse what a person typed; the rules (URL, SSRF refusal, auth settings, uniqueness) stay in
+keys.services."""
 
 from django import forms
 from django.core.exceptions import ValidationError
