@@ -12,7 +12,16 @@ from django.views.decorators.http import require_GET, require_http_methods
 from keys import selectors, services
 from keys.models import Role
 from portal.admin_forms import ManagementTokenCreateForm
-from portal.common import already_done, client_ip, mark_done, once_token, or_404, page, tenant_view
+from portal.common import (
+    TenantRequest,
+    already_done,
+    client_ip,
+    mark_done,
+    once_token,
+    or_404,
+    page,
+    tenant_view,
+)
 
 
 def _api_url(request: HttpRequest) -> str:
@@ -21,7 +30,7 @@ def _api_url(request: HttpRequest) -> str:
 
 @require_GET
 @tenant_view(Role.ADMIN)
-def token_list(request: HttpRequest) -> HttpResponse:
+def token_list(request: TenantRequest) -> HttpResponse:
     tokens = selectors.management_token_list(tenant=request.tenant).select_related("created_by")
     return page(request, "portal/token_list.html", {"tokens": tokens, "api_url": _api_url(request)})
 
@@ -29,7 +38,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def token_create(request: HttpRequest) -> HttpResponse:
+def token_create(request: TenantRequest) -> HttpResponse:
     if request.method == "POST" and (done := already_done(request)):
         messages.info(request, "That token was already created; it was shown once. Revoke it if it is lost.")
         return redirect(done)
@@ -56,7 +65,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+def token_revoke(request: TenantRequest, token_id: int) -> HttpResponse:
     """GET asks for confirmation; only POST revokes."""
     token = or_404(selectors.management_token_get, tenant=request.tenant, token_id=token_id)
     if request.method == "POST":
