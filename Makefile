@@ -54,9 +54,13 @@ bench: $(VENV)/.bench
 	fi
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+## lint: ruff (rules and format), mypy, and the import contracts (pyproject.toml)
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+# keys and proxy join once `mypy keys proxy` is clean: then `mypy keys portal proxy`.
+	$(VENV)/bin/mypy portal
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .

@@ -7,12 +7,15 @@ the person reads the address's mail: their e-mail counts as confirmed (keys.mode
 
 import logging
 import smtplib
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import SetPasswordForm
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
@@ -26,11 +29,10 @@ from django_ratelimit.core import is_ratelimited
 
 from keys import crypto, selectors, services
 from keys.client_address import client_address
-from keys.models import EmailConfirmation, Invitation
+from keys.models import EmailConfirmation, Invitation, Membership
 from portal.account_forms import InvitationSignupForm, RateLimitedPasswordResetForm
-from portal.common import TENANT_SESSION_KEY, page
+from portal.common import TENANT_SESSION_KEY, AuthenticatedRequest, page
 
-User = get_user_model()
 logger = logging.getLogger(__name__)
 
 # --- Password reset ---------------------------------------------------------------------------------
@@ -54,7 +56,7 @@ class PasswordResetView(auth_views.PasswordResetView):
     subject_template_name = "portal/email/password_reset_subject.txt"
     success_url = reverse_lazy("portal:password_reset_done")
 
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         rate = settings.PORTAL_RESET_RATE
         # Both counters move on every request, so neither can be probed for free.
         by_ip = is_ratelimited(request, group="portal-reset-ip", key=_client, rate=rate, increment=True)
@@ -64,7 +66,7 @@ class PasswordResetView(auth_views.PasswordResetView):
         self.limited = by_ip or by_email
         return super().post(request, *args, **kwargs)
 
-    def get_form_kwargs(self) -> dict:
+    def get_form_kwargs(self) -> dict[str, Any]:
         return {**super().get_form_kwargs(), "limited": getattr(self, "limited", False)}
 
 
@@ -79,7 +81,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     success_url = reverse_lazy("portal:password_reset_complete")
     post_reset_login = False
 
-    def form_valid(self, form) -> HttpResponse:
+    def form_valid(self, form: SetPasswordForm) -> HttpResponse:
         response = super().form_valid(form)
         # The reset link was mailed to the account's address (its token covers the address): proof.
         services.email_confirm(
@@ -116,7 +118,7 @@ def _problem(invitation: Invitation | None) -> str:
     return services.INVITATION_REFUSALS.get(invitation.state, "")
 
 
-def _joined(request: HttpRequest, membership) -> HttpResponse:
+def _joined(request: HttpRequest, membership: Membership) -> HttpResponse:
     request.session.pop(INVITATION_SESSION_KEY, None)
     request.session[TENANT_SESSION_KEY] = membership.tenant.slug
     messages.success(request, f"You joined {membership.tenant.name} as {membership.role}.")
@@ -130,8 +132,8 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
     token = request.session.get(INVITATION_SESSION_KEY, "")
     invitation = selectors.invitation_find(token=token)
     problem = _problem(invitation)
-    context: dict = {"invitation": invitation, "problem": problem}
-    if problem:
+    context: dict[str, object] = {"invitation": invitation, "problem": problem}
+    if problem or invitation is None:  # no invitation is a problem (_problem says which)
         return page(request, "portal/invitation_accept.html", context)
     user = request.user
     if user.is_authenticated:
@@ -154,8 +156,12 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             with transaction.atomic():
-                new_user = services.user_create_with_password(
-                    email=invitation.email, password=form.cleaned_data["password1"]
+                # keys.services annotates the account as AbstractBaseUser: it is the User model.
+                new_user = cast(
+                    User,
+                    services.user_create_with_password(
+                        email=invitation.email, password=form.cleaned_data["password1"]
+                    ),
                 )
                 membership = services.invitation_accept(
                     token=token, user=new_user, ip_address=client_address(request)
@@ -173,7 +179,7 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
 CONFIRMATION_SESSION_KEY = "email_confirmation"
 
 
-def email_confirmation_send(request: HttpRequest, user) -> bool:
+def email_confirmation_send(request: HttpRequest, user: User) -> bool:
     """Mail the user a link that confirms their address. False (and logged) when it could not be sent."""
     token = services.email_confirmation_token(user=user)
     context = {
@@ -206,10 +212,13 @@ def email_confirmation_open(request: HttpRequest, token: str) -> HttpResponse:
 def email_confirmation(request: HttpRequest) -> HttpResponse:
     """A button that confirms (a POST: a mail scanner fetching the link confirms nothing by itself)."""
     token = request.session.get(CONFIRMATION_SESSION_KEY, "")
-    context: dict = {"has_link": bool(token)}
+    context: dict[str, object] = {"has_link": bool(token)}
     if request.method == "POST" and token:
         try:
-            user = services.email_confirm_by_token(token=token, ip_address=client_address(request))
+            # keys.services annotates the account as AbstractBaseUser: it is the User model.
+            user = cast(
+                User, services.email_confirm_by_token(token=token, ip_address=client_address(request))
+            )
         except ValidationError as exc:
             request.session.pop(CONFIRMATION_SESSION_KEY, None)
             context.update(has_link=False, problem=" ".join(exc.messages))
@@ -226,7 +235,7 @@ def _user_key(group: str, request: HttpRequest) -> str:
 
 @require_POST
 @login_required
-def email_confirmation_resend(request: HttpRequest) -> HttpResponse:
+def email_confirmation_resend(request: AuthenticatedRequest) -> HttpResponse:
     """The banner's "send again": a new link to the signed-in user's address, a few times an hour."""
     user = request.user
     if selectors.email_confirmed(user=user):

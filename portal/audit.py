@@ -4,13 +4,13 @@ filtered by action. Only this tenant's events; audit data never holds a secret (
 import json
 
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.urls import path
 from django.views.decorators.http import require_GET
 
 from keys import selectors
 from keys.models import AuditEvent, Role
-from portal.common import page, tenant_view
+from portal.common import TenantRequest, page, tenant_view
 from portal.tenant_admin_forms import AuditFilterForm
 
 PER_PAGE = 50
@@ -24,7 +24,7 @@ def _compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
-def _row(event: AuditEvent) -> dict:
+def _row(event: AuditEvent) -> dict[str, object]:
     actor = event.actor
     who = (actor.email or actor.get_username()) if actor is not None else event.actor_label
     details = [(key, _compact(value)) for key, value in sorted((event.data or {}).items())]
@@ -33,7 +33,7 @@ def _row(event: AuditEvent) -> dict:
 
 @require_GET
 @tenant_view(Role.ADMIN)
-def audit_log(request: HttpRequest) -> HttpResponse:
+def audit_log(request: TenantRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET, actions=selectors.audit_action_list(tenant=request.tenant))
     action = form.cleaned_data["action"] if form.is_valid() else ""
     events = selectors.audit_event_list(tenant=request.tenant).order_by("-created_at", "-pk")

@@ -4,17 +4,18 @@ the client address for the audit trail, and a service's ValidationError shown on
 import secrets
 from collections.abc import Callable
 from functools import wraps
-from typing import TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from django import forms
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 
 from keys import selectors
 from keys.client_address import client_address
-from keys.models import Role
+from keys.models import Membership, Role, Tenant
 
 TENANT_SESSION_KEY = "tenant"
 # Forms whose POST must act once (create a key, rotate it, create a token): a browser's reload sends
@@ -23,9 +24,30 @@ TENANT_SESSION_KEY = "tenant"
 ONCE_SESSION_KEY = "once"
 ONCE_KEPT = 20
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
-def page(request: HttpRequest, template: str, context: dict | None = None, status: int = 200) -> HttpResponse:
+class AuthenticatedRequest(HttpRequest):
+    """The request a @login_required view gets: its user is signed in. For annotations only."""
+
+    user: User
+
+
+class TenantRequest(AuthenticatedRequest):
+    """The request a @tenant_view gets: the member acting and the tenant they act for. For annotations."""
+
+    membership: Membership
+    tenant: Tenant
+
+
+# A portal page acting for a tenant, before and after @tenant_view.
+TenantView = Callable[Concatenate[TenantRequest, P], HttpResponseBase]
+View = Callable[Concatenate[HttpRequest, P], HttpResponseBase]
+
+
+def page(
+    request: HttpRequest, template: str, context: dict[str, Any] | None = None, status: int = 200
+) -> HttpResponse:
     """Render with what the layout needs: the current membership and the tenants to switch between."""
     membership = getattr(request, "membership", None)
     tenants = list(selectors.tenant_list_for_user(user=request.user)) if request.user.is_authenticated else []
@@ -36,17 +58,20 @@ def page(request: HttpRequest, template: str, context: dict | None = None, statu
 
 
 def forbidden(request: HttpRequest, reason: str) -> HttpResponse:
+    """The 403 page, saying why."""
     return page(request, "portal/forbidden.html", {"reason": reason}, status=403)
 
 
-def tenant_view(minimum: str = Role.VIEWER) -> Callable:
+def tenant_view(minimum: str = Role.VIEWER) -> Callable[[TenantView[P]], View[P]]:
     """A signed-in member's page, acting for the current tenant with at least the `minimum` role.
-    Sets request.membership and request.tenant; a lower role gets the 403 page."""
+    Sets request.membership and request.tenant (a TenantRequest); a lower role gets the 403 page."""
 
-    def decorate(view: Callable) -> Callable:
+    def decorate(view: TenantView[P]) -> View[P]:
         @wraps(view)
         @login_required
-        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        def wrapper(http_request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponseBase:
+            # login_required let only a signed-in user through; the two attributes set below complete it.
+            request = cast(TenantRequest, http_request)
             slug = request.session.get(TENANT_SESSION_KEY)
             membership = selectors.membership_for_user(user=request.user, tenant_slug=slug) if slug else None
             membership = membership or selectors.membership_for_user(user=request.user)
@@ -67,7 +92,7 @@ def tenant_view(minimum: str = Role.VIEWER) -> Callable:
     return decorate
 
 
-def or_404(lookup: Callable[..., T], **kwargs) -> T:
+def or_404(lookup: Callable[..., T], **kwargs: Any) -> T:
     """What a selector finds, or the 404 page: another tenant's object is not found, like a missing one."""
     try:
         return lookup(**kwargs)
@@ -95,7 +120,7 @@ def mark_done(request: HttpRequest, url: str) -> None:
         request.session[ONCE_SESSION_KEY] = {**tokens, request.POST["once"]: url}
 
 
-def can(request: HttpRequest, minimum: str) -> bool:
+def can(request: TenantRequest, minimum: str) -> bool:
     """Whether the current member has at least the `minimum` role (to show or hide a button)."""
     return selectors.role_at_least(role=request.membership.role, minimum=minimum)
 

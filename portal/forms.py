@@ -1,11 +1,13 @@
 """Forms of the portal: they parse what a person typed; the rules stay in keys.services."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 from django.utils import timezone
 
 from keys import selectors
@@ -54,7 +56,7 @@ class SignupForm(NewPasswordForm):
 
     field_order = ["email", "password1", "password2", "organisation"]
 
-    def __init__(self, *args, limited: bool = False, **kwargs) -> None:
+    def __init__(self, *args: Any, limited: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limited = limited
 
@@ -71,12 +73,13 @@ class SignupForm(NewPasswordForm):
             raise ValidationError("Enter the name of your organisation.")
         return name
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any]:
         if self.limited:
             raise ValidationError(
                 "Too many sign-ups from your address. Try again later.", code="rate_limited"
             )
-        cleaned = super().clean()
+        super().clean()  # Form.clean returns self.cleaned_data (its stub allows an override's None)
+        cleaned = self.cleaned_data
         self.check_new_password(cleaned.get("email") or "")
         return cleaned
 
@@ -91,7 +94,9 @@ class RateLimitedAuthenticationForm(AuthenticationForm):
         "invalid_login": "The e-mail or the password is wrong (passwords are case-sensitive).",
     }
 
-    def __init__(self, request=None, *args, limited: bool = False, **kwargs) -> None:
+    def __init__(
+        self, request: HttpRequest | None = None, *args: Any, limited: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(request, *args, **kwargs)
         self.limited = limited
         self.fields["username"].label = "E-mail"
@@ -99,7 +104,7 @@ class RateLimitedAuthenticationForm(AuthenticationForm):
             "The e-mail or the password is wrong (the password is case-sensitive)."
         )
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any]:
         if self.limited:
             raise ValidationError(
                 "Too many login attempts. Wait a minute and try again.", code="rate_limited"
@@ -119,7 +124,7 @@ def _list_field(label: str, help_text: str) -> forms.CharField:
     )
 
 
-def _normalised(name: str, value: object) -> object:
+def _normalised(name: str, value: Any) -> object:
     """`value` as the key stores it; one the key would refuse stays as typed (so it differs)."""
     normalise = ApiKey.NORMALISERS.get(name)
     if normalise is None:
@@ -143,7 +148,7 @@ class ApiKeyCreateForm(forms.Form):
     )
 
     name = forms.CharField(max_length=200)
-    upstreams = forms.ModelMultipleChoiceField(
+    upstreams: "forms.ModelMultipleChoiceField[Upstream]" = forms.ModelMultipleChoiceField(
         queryset=None, required=False, to_field_name="slug", help_text="The upstreams this key may call."
     )
     secret_required = forms.BooleanField(
@@ -178,15 +183,16 @@ class ApiKeyCreateForm(forms.Form):
         help_text="A date and time in UTC, not your local time. Empty: never expires.",
     )
 
-    def __init__(self, *args, tenant: Tenant, **kwargs) -> None:
+    def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         upstreams = selectors.upstream_list(tenant=tenant)
-        self.fields["upstreams"].queryset = upstreams
+        cast(forms.ModelMultipleChoiceField, self.fields["upstreams"]).queryset = upstreams
         if "upstreams" not in self.initial and len(choices := list(upstreams[:2])) == 1:
             self.initial["upstreams"] = [choices[0].slug]  # the only one there is: a key needs one
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()  # Form.clean returns self.cleaned_data (its stub allows an override's None)
+        cleaned = self.cleaned_data
         for name in self.LIST_FIELDS:
             if name in cleaned:
                 cleaned[name] = _lines(cleaned[name])
@@ -206,12 +212,12 @@ class ApiKeyCreateForm(forms.Form):
 class ApiKeyEditForm(ApiKeyCreateForm):
     """The same settings, starting from the key's values; `changes()` tells which ones the person changed."""
 
-    def __init__(self, *args, tenant: Tenant, api_key: ApiKey, **kwargs) -> None:
+    def __init__(self, *args: Any, tenant: Tenant, api_key: ApiKey, **kwargs: Any) -> None:
         super().__init__(*args, tenant=tenant, initial=self.initial_for(api_key), **kwargs)
         self.api_key = api_key
 
     @classmethod
-    def initial_for(cls, api_key: ApiKey) -> dict:
+    def initial_for(cls, api_key: ApiKey) -> dict[str, Any]:
         initial = {name: getattr(api_key, name) for name in ("name", "secret_required", "daily_quota")}
         initial.update({name: "\n".join(getattr(api_key, name) or []) for name in cls.LIST_FIELDS})
         initial["upstreams"] = [u.slug for u in api_key.upstreams.all()]
@@ -228,7 +234,7 @@ class ApiKeyEditForm(ApiKeyCreateForm):
             return current
         return value
 
-    def changes(self) -> tuple[dict, list[Upstream] | None]:
+    def changes(self) -> tuple[dict[str, Any], list[Upstream] | None]:
         """The KEY_FIELDS whose value differs from the key's (compared as the key stores them), and the
         upstreams if their set differs, else None. Only for a valid form."""
         data = self.cleaned_data

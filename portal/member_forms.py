@@ -1,5 +1,7 @@
 """Forms of the members page: inviting a person and changing a member's role."""
 
+from typing import Any, cast
+
 from django import forms
 
 from keys.models import Role
@@ -19,9 +21,9 @@ class InvitationForm(forms.Form):
     )
     role = forms.ChoiceField(choices=Role.choices, initial=Role.DEVELOPER)
 
-    def __init__(self, *args, actor_role: str, **kwargs) -> None:
+    def __init__(self, *args: Any, actor_role: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["role"].choices = _role_choices(actor_role)
+        cast(forms.ChoiceField, self.fields["role"]).choices = _role_choices(actor_role)
 
     add_service_errors = add_service_errors
 
@@ -29,12 +31,13 @@ class InvitationForm(forms.Form):
 class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
 
-    def __init__(self, *args, actor_role: str, current_role: str, **kwargs) -> None:
+    def __init__(self, *args: Any, actor_role: str, current_role: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         choices = _role_choices(actor_role)
         if current_role == Role.OWNER and actor_role != Role.OWNER:
             choices = Role.choices  # shown as it is; the service refuses the change with a clear error
-        self.fields["role"].choices = choices
-        self.fields["role"].initial = current_role
+        role = cast(forms.ChoiceField, self.fields["role"])
+        role.choices = choices
+        role.initial = current_role
 
     add_service_errors = add_service_errors

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
@@ -19,20 +19,20 @@ from django_ratelimit.core import is_ratelimited
 from keys import selectors, services
 from keys.client_address import client_address
 from keys.models import Invitation, Role
-from portal.common import TENANT_SESSION_KEY, can, or_404, page, tenant_view
+from portal.common import TENANT_SESSION_KEY, TenantRequest, can, or_404, page, tenant_view
 from portal.member_forms import InvitationForm, MemberRoleForm
 
 logger = logging.getLogger(__name__)
 
 
-def _may_manage(request: HttpRequest, role: str) -> bool:
+def _may_manage(request: TenantRequest, role: str) -> bool:
     """Whether the current member may change someone holding `role` (an owner: only an owner may)."""
     return can(request, Role.ADMIN) and (role != Role.OWNER or request.membership.role == Role.OWNER)
 
 
 @require_GET
 @tenant_view(Role.VIEWER)
-def member_list(request: HttpRequest) -> HttpResponse:
+def member_list(request: TenantRequest) -> HttpResponse:
     memberships = selectors.membership_list(tenant=request.tenant).order_by("created_at", "pk")
     members = [{"membership": m, "editable": _may_manage(request, m.role)} for m in memberships]
     invitations = [
@@ -43,11 +43,11 @@ def member_list(request: HttpRequest) -> HttpResponse:
     return page(request, "portal/member_list.html", context)
 
 
-def _tenant_key(group: str, request: HttpRequest) -> str:
+def _tenant_key(group: str, request: TenantRequest) -> str:
     return str(request.tenant.pk)
 
 
-def _send_invitation(request: HttpRequest, invitation: Invitation, token: str) -> None:
+def _send_invitation(request: TenantRequest, invitation: Invitation, token: str) -> None:
     context = {
         "invitation": invitation,
         "tenant": invitation.tenant,
@@ -64,7 +64,7 @@ def _send_invitation(request: HttpRequest, invitation: Invitation, token: str) -
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def member_invite(request: HttpRequest) -> HttpResponse:
+def member_invite(request: TenantRequest) -> HttpResponse:
     actor_role = request.membership.role
     form = InvitationForm(request.POST or None, actor_role=actor_role)
     if request.method == "POST" and form.is_valid():
@@ -109,7 +109,7 @@ def member_invite(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
+def member_role(request: TenantRequest, membership_id: int) -> HttpResponse:
     membership = or_404(selectors.membership_get_by_id, tenant=request.tenant, membership_id=membership_id)
     actor_role = request.membership.role
     form = MemberRoleForm(request.POST or None, actor_role=actor_role, current_role=membership.role)
@@ -132,10 +132,10 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
+def member_remove(request: TenantRequest, membership_id: int) -> HttpResponse:
     """GET asks for confirmation; only POST removes."""
     membership = or_404(selectors.membership_get_by_id, tenant=request.tenant, membership_id=membership_id)
-    context: dict = {"member": membership, "is_self": membership.user_id == request.user.pk}
+    context: dict[str, object] = {"member": membership, "is_self": membership.user_id == request.user.pk}
     if request.method == "POST":
         try:
             services.member_remove(
@@ -157,7 +157,7 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
 
 @require_POST
 @tenant_view(Role.ADMIN)
-def member_invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+def member_invitation_revoke(request: TenantRequest, invitation_id: int) -> HttpResponse:
     invitation = or_404(selectors.invitation_get, tenant=request.tenant, invitation_id=invitation_id)
     try:
         services.invitation_revoke(

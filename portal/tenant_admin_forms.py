@@ -2,8 +2,11 @@
 They parse what a person typed; the rules (URL, SSRF refusal, auth settings, uniqueness) stay in
 keys.services."""
 
+from typing import Any, cast
+
 from django import forms
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 
 from keys.models import AuthType, Upstream
 from portal.common import add_service_errors
@@ -68,7 +71,7 @@ class UpstreamForm(forms.Form):
     def clean_auth_name(self) -> str:
         return self.cleaned_data["auth_name"].strip()
 
-    def service_fields(self) -> dict:
+    def service_fields(self) -> dict[str, Any]:
         """The cleaned values by the names upstream_create and upstream_update take (no credential)."""
         return {
             name: self.cleaned_data[name]
@@ -96,7 +99,7 @@ class UpstreamEditForm(UpstreamForm):
         "is_active",
     ]
 
-    def __init__(self, *args, upstream: Upstream, **kwargs) -> None:
+    def __init__(self, data: QueryDict | None = None, *, upstream: Upstream, **kwargs: Any) -> None:
         initial = {
             "name": upstream.name,
             "base_url": upstream.base_url,
@@ -105,7 +108,7 @@ class UpstreamEditForm(UpstreamForm):
             "timeout_seconds": upstream.timeout_seconds,
             "is_active": upstream.is_active,
         }
-        super().__init__(*args, initial=initial, **kwargs)
+        super().__init__(data, initial=initial, **kwargs)
         del self.fields["slug"]
         credential = self.fields["auth_value"]
         credential.label = "New credential"
@@ -115,8 +118,9 @@ class UpstreamEditForm(UpstreamForm):
             + " Write-only: it is never shown."
         )
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()  # Form.clean returns self.cleaned_data (its stub allows an override's None)
+        cleaned = self.cleaned_data
         if cleaned.get("clear_credential") and cleaned.get("auth_value"):
             raise ValidationError("Either type a new credential or remove the stored one, not both.")
         return cleaned
@@ -149,6 +153,9 @@ class AuditFilterForm(forms.Form):
 
     action = forms.ChoiceField(label="Action", required=False)
 
-    def __init__(self, *args, actions: list[str], **kwargs) -> None:
+    def __init__(self, *args: Any, actions: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["action"].choices = [("", "All actions"), *((action, action) for action in actions)]
+        cast(forms.ChoiceField, self.fields["action"]).choices = [
+            ("", "All actions"),
+            *((action, action) for action in actions),
+        ]

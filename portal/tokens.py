@@ -13,7 +13,15 @@ from keys import selectors, services
 from keys.client_address import client_address
 from keys.models import Role
 from keys.shown_once import shown_once
-from portal.common import already_done, mark_done, once_token, or_404, page, tenant_view
+from portal.common import (
+    TenantRequest,
+    already_done,
+    mark_done,
+    once_token,
+    or_404,
+    page,
+    tenant_view,
+)
 from portal.tenant_admin_forms import ManagementTokenCreateForm
 
 
@@ -23,7 +31,7 @@ def _api_url(request: HttpRequest) -> str:
 
 @require_GET
 @tenant_view(Role.ADMIN)
-def token_list(request: HttpRequest) -> HttpResponse:
+def token_list(request: TenantRequest) -> HttpResponse:
     tokens = selectors.management_token_list(tenant=request.tenant).select_related("created_by")
     return page(request, "portal/token_list.html", {"tokens": tokens, "api_url": _api_url(request)})
 
@@ -31,7 +39,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def token_create(request: HttpRequest) -> HttpResponse:
+def token_create(request: TenantRequest) -> HttpResponse:
     if request.method == "POST" and (done := already_done(request)):
         messages.info(request, "That token was already created; it was shown once. Revoke it if it is lost.")
         return redirect(done)
@@ -56,7 +64,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+def token_revoke(request: TenantRequest, token_id: int) -> HttpResponse:
     """GET asks for confirmation; only POST revokes."""
     token = or_404(selectors.management_token_get, tenant=request.tenant, token_id=token_id)
     if request.method == "POST":

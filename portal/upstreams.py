@@ -7,7 +7,7 @@ another tenant's upstream does. A credential is write-only: no page renders it, 
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_GET, require_http_methods
@@ -15,13 +15,13 @@ from django.views.decorators.http import require_GET, require_http_methods
 from keys import selectors, services, validators
 from keys.client_address import client_address
 from keys.models import Role
-from portal.common import can, or_404, page, tenant_view
+from portal.common import TenantRequest, can, or_404, page, tenant_view
 from portal.tenant_admin_forms import UpstreamEditForm, UpstreamForm
 
 
 @require_GET
 @tenant_view(Role.VIEWER)
-def upstream_list(request: HttpRequest) -> HttpResponse:
+def upstream_list(request: TenantRequest) -> HttpResponse:
     upstreams = list(selectors.upstream_list(tenant=request.tenant))
     context = {
         "own": [u for u in upstreams if u.tenant_id is not None],
@@ -33,7 +33,7 @@ def upstream_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @tenant_view(Role.VIEWER)
-def upstream_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def upstream_detail(request: TenantRequest, slug: str) -> HttpResponse:
     upstream = or_404(selectors.upstream_get, tenant=request.tenant, slug=slug)
     can_manage = can(request, Role.ADMIN) and upstream.tenant_id == request.tenant.pk
     return page(request, "portal/upstream_detail.html", {"upstream": upstream, "can_manage": can_manage})
@@ -41,7 +41,7 @@ def upstream_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def upstream_create(request: HttpRequest) -> HttpResponse:
+def upstream_create(request: TenantRequest) -> HttpResponse:
     form = UpstreamForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -66,7 +66,7 @@ def upstream_create(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def upstream_edit(request: HttpRequest, slug: str) -> HttpResponse:
+def upstream_edit(request: TenantRequest, slug: str) -> HttpResponse:
     upstream = or_404(selectors.upstream_get_owned, tenant=request.tenant, slug=slug)
     form = UpstreamEditForm(request.POST if request.method == "POST" else None, upstream=upstream)
     if request.method == "POST" and form.is_valid():
@@ -91,7 +91,7 @@ def upstream_edit(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.ADMIN)
-def upstream_delete(request: HttpRequest, slug: str) -> HttpResponse:
+def upstream_delete(request: TenantRequest, slug: str) -> HttpResponse:
     """GET asks for confirmation; only POST deletes."""
     upstream = or_404(selectors.upstream_get_owned, tenant=request.tenant, slug=slug)
     if request.method == "POST":

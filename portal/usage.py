@@ -4,6 +4,7 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 from django.db.models import QuerySet
@@ -13,9 +14,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from keys import crypto, selectors
-from keys.models import ApiKey, Role
+from keys.models import ApiKey, Role, UsageRecord
 from keys.usage import store as usage_store
-from portal.common import can, or_404, page, tenant_view
+from portal.common import TenantRequest, can, or_404, page, tenant_view
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def _span(request: HttpRequest) -> Span:
     return SPANS.get(request.GET.get("range", ""), SPANS[DEFAULT_SPAN])
 
 
-def _key_or_none(request: HttpRequest) -> ApiKey | None:
+def _key_or_none(request: TenantRequest) -> ApiKey | None:
     key_id = request.GET.get("key", "")
     if not key_id:
         return None
@@ -125,10 +126,13 @@ def _axis_max(value: int) -> int:
         magnitude *= 10
 
 
-def _bar(index: int, period: datetime, values: list[int], top: int, slot: float, labelled: bool) -> dict:
+def _bar(
+    index: int, period: datetime, values: list[int], top: int, slot: float, labelled: bool
+) -> dict[str, Any]:
     """One period's bar: its numbers, and its segments stacked from the baseline, in SVG units."""
     plot_height = HEIGHT - TOP - BOTTOM
-    base, segments = TOP + plot_height, []
+    base: float = TOP + plot_height
+    segments = []
     for (name, _, colour), value in zip(OUTCOMES, values, strict=True):
         height = plot_height * value / top
         if value:
@@ -152,7 +156,7 @@ def _bar(index: int, period: datetime, values: list[int], top: int, slot: float,
     }
 
 
-def _chart(span: Span, periods: list[datetime], counts: dict) -> dict:
+def _chart(span: Span, periods: list[datetime], counts: dict[tuple[datetime, str], int]) -> dict[str, Any]:
     """Everything the template draws: one bar per period (zeros too), the axis, the totals by outcome."""
     values = [[counts.get((period, name), 0) for name, _, _ in OUTCOMES] for period in periods]
     top = _axis_max(max(sum(row) for row in values))
@@ -196,7 +200,7 @@ def _query(span: Span, api_key: ApiKey | None) -> str:
 
 @require_GET
 @tenant_view(Role.VIEWER)
-def usage(request: HttpRequest) -> HttpResponse:
+def usage(request: TenantRequest) -> HttpResponse:
     span, api_key = _span(request), _key_or_none(request)
     periods, until = _window(span, timezone.now())
     since = periods[0]
@@ -238,7 +242,8 @@ class _Echo:
         return value
 
 
-def _csv_lines(span: Span, rows: QuerySet) -> Iterator[str]:
+# Rows are dicts (selectors.usage_export is a .values() query), whatever its annotation says.
+def _csv_lines(span: Span, rows: QuerySet[UsageRecord, Any]) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_HEADER)
     period_format = "%Y-%m-%dT%H:%M:%SZ" if span.granularity == "hour" else "%Y-%m-%d"
@@ -258,7 +263,7 @@ def _csv_lines(span: Span, rows: QuerySet) -> Iterator[str]:
 
 @require_GET
 @tenant_view(Role.VIEWER)
-def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
+def usage_csv(request: TenantRequest) -> StreamingHttpResponse:
     span, api_key = _span(request), _key_or_none(request)
     periods, until = _window(span, timezone.now())
     rows = selectors.usage_export(

@@ -1,10 +1,13 @@
 """Portal pages. Thin: each parses a form, calls a service or a selector for the current tenant, and
 renders. The current tenant is the membership named by the session's `tenant` slug, else the first."""
 
+from typing import Any, cast
+
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
 from django.core.validators import slug_re
@@ -25,6 +28,8 @@ from keys.shown_once import shown_once
 from portal.accounts import email_confirmation_send
 from portal.common import (
     TENANT_SESSION_KEY,
+    AuthenticatedRequest,
+    TenantRequest,
     already_done,
     can,
     client_key,
@@ -42,9 +47,6 @@ from portal.forms import (
     SignupForm,
 )
 
-User = get_user_model()
-
-
 # --- Accounts ---------------------------------------------------------------------------------------
 
 
@@ -59,7 +61,7 @@ class PortalLoginView(LoginView):
     authentication_form = RateLimitedAuthenticationForm
     redirect_authenticated_user = True
 
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         rate = settings.PORTAL_LOGIN_RATE
         # Both counters move on every attempt, so neither can be probed for free.
         by_ip = is_ratelimited(request, group="portal-login-ip", key=client_key, rate=rate, increment=True)
@@ -69,7 +71,7 @@ class PortalLoginView(LoginView):
         self.limited = by_ip or by_name
         return super().post(request, *args, **kwargs)
 
-    def get_form_kwargs(self) -> dict:
+    def get_form_kwargs(self) -> dict[str, Any]:
         return {**super().get_form_kwargs(), "limited": getattr(self, "limited", False)}
 
 
@@ -94,7 +96,10 @@ def signup(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             with transaction.atomic():
-                user = services.user_create_with_password(email=data["email"], password=data["password1"])
+                # keys.services annotates the account as AbstractBaseUser: it is the User model.
+                user = cast(
+                    User, services.user_create_with_password(email=data["email"], password=data["password1"])
+                )
                 tenant, _ = services.tenant_create(
                     slug=_unique_slug(data["organisation"]),
                     owner=user,
@@ -117,7 +122,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def tenant_switch(request: HttpRequest) -> HttpResponse:
+def tenant_switch(request: AuthenticatedRequest) -> HttpResponse:
     slug = request.POST.get("tenant", "")
     # Only a slug's shape reaches the query (PostgreSQL refuses a NUL, for one).
     membership = (
@@ -134,13 +139,13 @@ def tenant_switch(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthenticatedRequest) -> HttpResponse:
     return redirect("portal:key_list")
 
 
 @require_GET
 @tenant_view()
-def key_list(request: HttpRequest) -> HttpResponse:
+def key_list(request: TenantRequest) -> HttpResponse:
     today = selectors.requests_today_by_key(tenant=request.tenant)
     keys = [(key, today.get(key.key_id, 0)) for key in selectors.api_key_list(tenant=request.tenant)]
     can_manage = can(request, Role.DEVELOPER)
@@ -150,7 +155,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.DEVELOPER)
-def key_create(request: HttpRequest) -> HttpResponse:
+def key_create(request: TenantRequest) -> HttpResponse:
     if request.method == "POST" and (done := already_done(request)):
         messages.info(
             request, "That key was already created; its secret was shown once. Rotate it if it is lost."
@@ -176,7 +181,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
     return page(request, "portal/key_create.html", {"form": form, "once": once_token(request)})
 
 
-def _snippet_context(request: HttpRequest, api_key: ApiKey) -> dict:
+def _snippet_context(request: HttpRequest, api_key: ApiKey) -> dict[str, object]:
     """What the ready-to-paste snippets need: the gateway's address and this key's proxy URL
     (through its first upstream). Never the secret: snippets read it from KEY_SECRET."""
     gateway = request.build_absolute_uri("/").rstrip("/")
@@ -187,7 +192,7 @@ def _snippet_context(request: HttpRequest, api_key: ApiKey) -> dict:
 
 @require_GET
 @tenant_view()
-def key_detail(request: HttpRequest, key_id: str) -> HttpResponse:
+def key_detail(request: TenantRequest, key_id: str) -> HttpResponse:
     api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     context = {"key": api_key, "can_manage": can(request, Role.DEVELOPER)}
     context.update(_snippet_context(request, api_key))
@@ -196,7 +201,7 @@ def key_detail(request: HttpRequest, key_id: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.DEVELOPER)
-def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+def key_revoke(request: TenantRequest, key_id: str) -> HttpResponse:
     """GET asks for confirmation; only POST revokes."""
     api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     if request.method == "POST":
@@ -208,7 +213,7 @@ def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.DEVELOPER)
-def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
+def key_edit(request: TenantRequest, key_id: str) -> HttpResponse:
     api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     if api_key.state == "revoked":
         return page(request, "portal/key_edit.html", {"key": api_key, "form": None})
@@ -240,7 +245,7 @@ def key_edit(request: HttpRequest, key_id: str) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @tenant_view(Role.DEVELOPER)
-def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
+def key_rotate(request: TenantRequest, key_id: str) -> HttpResponse:
     """GET asks for confirmation and a grace period; only POST rotates."""
     api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     if request.method == "POST" and (done := already_done(request)):

@@ -1,5 +1,7 @@
 """Helpers the portal's tests share (plain functions; the fixtures are in conftest.py)."""
 
+import re
+
 
 def key_form_data(**overrides) -> dict:
     """What the key create and edit forms post when a person leaves every field but the name empty."""
@@ -16,3 +18,10 @@ def key_form_data(**overrides) -> dict:
         "expires_at": "",
         **overrides,
     }
+
+
+def found(pattern: str | re.Pattern[str], text: str, group: int = 0) -> str:
+    """The `group` of the first match of `pattern` in `text`; the test fails when nothing matches."""
+    match = re.search(pattern, text)
+    assert match is not None, f"{pattern!r} not found"
+    return match.group(group)

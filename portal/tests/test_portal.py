@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from keys import crypto, services
 from keys.models import ApiKey, AuditEvent, Membership, Role, Tenant, UsageRecord
+from portal.tests.portal_helpers import found
 
 User = get_user_model()
 STRONG = "correct-horse-battery-staple-42"
@@ -163,7 +164,7 @@ def test_key_create_shows_secret_once_and_stores_only_its_hash(portal_client, te
     )
     assert answer.status_code == 200
     assert "no-store" in answer["Cache-Control"]
-    secret = SECRET_RE.search(answer.content.decode()).group(0)
+    secret = found(SECRET_RE, answer.content.decode())
     key = ApiKey.objects.get(tenant=tenant)
     assert key.secret_hash == crypto.hash_secret(secret)
     assert key.allowed_origins == ["https://app.example.com", "*.example.org"]

@@ -6,6 +6,7 @@ import re
 from keys import crypto
 from keys.models import ApiKey
 from portal.tests.browser import browser_page, needs_chromium
+from portal.tests.portal_helpers import found
 
 pytestmark = needs_chromium
 
@@ -30,7 +31,7 @@ def test_sign_up_create_key_secret_shown_once(site):
         secret = page.locator("#secret").inner_text().strip()
         assert re.fullmatch(r"sk_[0-9A-Za-z]+", secret)
         assert page.get_by_role("button", name="Copy the secret").is_visible()
-        key_id = re.search(r"pk_[0-9A-Za-z]+", page.content()).group(0)
+        key_id = found(r"pk_[0-9A-Za-z]+", page.content())
 
         page.get_by_role("link", name="go to the key").click()
         page.wait_for_url(f"{site.url}/portal/keys/{key_id}")

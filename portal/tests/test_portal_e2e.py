@@ -205,8 +205,8 @@ def roll_up_usage() -> None:
     roll_up.usage_roll_up(now=time.time() + 61)
 
 
-def usage_counts(api_key: ApiKey) -> Counter:
-    counts = Counter()
+def usage_counts(api_key: ApiKey) -> Counter[tuple[str, str]]:
+    counts: Counter[tuple[str, str]] = Counter()
     for record in UsageRecord.objects.filter(api_key=api_key):
         counts[(record.outcome, record.code)] += record.count
     return counts

@@ -11,6 +11,7 @@ import time
 import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -20,6 +21,7 @@ from django.urls import reverse
 from keys import selectors, services
 from keys.models import AuditEvent, EmailConfirmation, Invitation, Membership, Role, Tenant
 from keys.tests.api_helpers import error_of
+from portal.tests.portal_helpers import found
 
 User = get_user_model()
 STRONG = "correct-horse-battery-staple-42"
@@ -57,7 +59,7 @@ def counts() -> tuple[int, int, int]:
 
 
 @pytest.fixture
-def attacker(client, db, mailoutbox) -> User:
+def attacker(client, db, mailoutbox) -> AbstractBaseUser:
     """Someone who signed up with an address that is not theirs (and never sees its mail)."""
     assert sign_up(client).status_code == 302
     return User.objects.get(email=VICTIM)
@@ -260,7 +262,7 @@ def test_resend_when_confirmed_sends_nothing_and_needs_login(portal_client, mail
 def test_completed_password_reset_confirms_the_address(attacker, mailoutbox):
     browser = Client()
     browser.post(reverse("portal:password_reset"), {"email": VICTIM})
-    link = RESET_LINK_RE.search(mailoutbox[-1].body).group(1)
+    link = found(RESET_LINK_RE, mailoutbox[-1].body, 1)
     form_url = browser.get(link)["Location"]
     assert not selectors.email_confirmed(user=attacker)
     done = browser.post(form_url, {"new_password1": STRONG + "!", "new_password2": STRONG + "!"})
@@ -275,7 +277,7 @@ def invite(client: Client, email: str):
 def test_invited_sign_up_confirms_the_address(portal_client, mailoutbox):
     assert invite(portal_client(Role.ADMIN), "new@person.example").status_code == 302
     browser = Client()
-    browser.get(INVITE_LINK_RE.search(mailoutbox[-1].body).group(1))
+    browser.get(found(INVITE_LINK_RE, mailoutbox[-1].body, 1))
     joined = browser.post(reverse("portal:invitation_accept"), {"password1": STRONG, "password2": STRONG})
     assert joined.status_code == 302
     user = User.objects.get(email="new@person.example")
@@ -285,7 +287,7 @@ def test_invited_sign_up_confirms_the_address(portal_client, mailoutbox):
 def test_accepting_an_invitation_signed_in_confirms_the_address(attacker, client, portal_client, mailoutbox):
     # The real owner of the address was invited: whoever reads its mail holds the account from now on.
     assert invite(portal_client(Role.ADMIN), VICTIM).status_code == 302
-    client.get(INVITE_LINK_RE.search(mailoutbox[-1].body).group(1))
+    client.get(found(INVITE_LINK_RE, mailoutbox[-1].body, 1))
     assert client.post(reverse("portal:invitation_accept")).status_code == 302
     assert EmailConfirmation.objects.get(user=attacker).method == EmailConfirmation.Method.INVITATION
 
@@ -362,7 +364,7 @@ def test_concurrent_signup_of_the_same_address_is_a_form_error(client, db, monke
 def test_concurrent_invited_sign_up_is_a_form_error(portal_client, mailoutbox, monkeypatch):
     assert invite(portal_client(Role.ADMIN), "new@person.example").status_code == 302
     browser = Client()
-    browser.get(INVITE_LINK_RE.search(mailoutbox[-1].body).group(1))
+    browser.get(found(INVITE_LINK_RE, mailoutbox[-1].body, 1))
     User.objects.create_user(username="new@person.example", email="new@person.example", password="pw")
     monkeypatch.setattr(selectors, "account_exists", lambda *, email: False)
     before = counts()

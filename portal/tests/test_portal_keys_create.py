@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from keys.models import ApiKey, AuditEvent, Role
-from portal.tests.portal_helpers import key_form_data
+from portal.tests.portal_helpers import found, key_form_data
 
 SECRET_RE = re.compile(r"sk_[0-9A-Za-z]{20,}")
 
@@ -130,7 +130,7 @@ def test_bad_value_in_a_create_field_shows_its_error_keeps_the_input_and_creates
     content = answer.content.decode()
     assert not SECRET_RE.search(content)
     assert f'id="id_{field}_error"' in content
-    widget = re.search(rf'<(?:input|textarea)[^>]*\bid="id_{field}"[^>]*>', content).group(0)
+    widget = found(rf'<(?:input|textarea)[^>]*\bid="id_{field}"[^>]*>', content)
     assert re.search(rf'aria-describedby="[^"]*\bid_{field}_error\b', widget)
     # What the person typed is still there, in every field.
     assert form[field].value() == value

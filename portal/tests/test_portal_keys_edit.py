@@ -3,6 +3,7 @@
 import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from keys import selectors, services
 from keys.models import ApiKey, AuditEvent, Role
-from portal.tests.portal_helpers import key_form_data
+from portal.tests.portal_helpers import found, key_form_data
 
 User = get_user_model()
 SECRET_RE = re.compile(r"sk_[0-9A-Za-z]{20,}")
@@ -127,7 +128,7 @@ def test_bad_edit_shows_field_error_and_changes_nothing(
     # The error is tied to its field for screen readers: the input names the error's element.
     content = answer.content.decode()
     assert f'id="id_{field}_error"' in content
-    widget = re.search(rf'<(?:input|textarea|select)[^>]*\bid="id_{field}"[^>]*>', content).group(0)
+    widget = found(rf'<(?:input|textarea|select)[^>]*\bid="id_{field}"[^>]*>', content)
     assert re.search(rf'aria-describedby="[^"]*\bid_{field}_error\b', widget)
     assert _snapshot(api_key) == before
     assert list(api_key.upstreams.values_list("slug", flat=True)) == ["local"]
@@ -167,17 +168,17 @@ class _FormAsSent(HTMLParser):
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.data: dict[str, object] = {}
+        self.data: dict[str | None, Any] = {}  # a field's value, or its list of values for a <select>
         self._textarea: str | None = None
         self._select: str | None = None
 
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        attrs = dict(attrs)
-        name = attrs.get("name")
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        name = attributes.get("name")
         if tag == "input" and name and name != "csrfmiddlewaretoken":
-            if attrs.get("type") != "checkbox":
-                self.data[name] = attrs.get("value") or ""
-            elif "checked" in attrs:
+            if attributes.get("type") != "checkbox":
+                self.data[name] = attributes.get("value") or ""
+            elif "checked" in attributes:
                 self.data[name] = "on"
         elif tag == "textarea":
             self._textarea = name
@@ -185,8 +186,8 @@ class _FormAsSent(HTMLParser):
         elif tag == "select":
             self._select = name
             self.data[name] = []
-        elif tag == "option" and self._select and "selected" in attrs:
-            self.data[self._select].append(attrs["value"])
+        elif tag == "option" and self._select and "selected" in attributes:
+            self.data[self._select].append(attributes["value"])
 
     def handle_data(self, data: str) -> None:
         if self._textarea:
@@ -326,7 +327,7 @@ def test_rotate_get_asks_and_does_not_rotate(portal_client, api_key_and_secret):
     assert not AuditEvent.objects.filter(action="api_key.rotated").exists()
 
 
-def _rotate(client: Client, api_key: ApiKey, data: dict) -> tuple[str, object]:
+def _rotate(client: Client, api_key: ApiKey, data: dict) -> tuple[str, Any]:
     answer = client.post(reverse("portal:key_rotate", args=[api_key.key_id]), data)
     assert answer.status_code == 200
     assert "no-store" in answer["Cache-Control"]

@@ -7,12 +7,13 @@ import pytest
 from django.urls import reverse
 
 from keys.models import ApiKey, ManagementToken, Role
+from portal.tests.portal_helpers import found
 
 ONCE_RE = re.compile(r'name="once" value="([^"]+)"')
 
 
 def form_token(client, url: str) -> str:
-    return ONCE_RE.search(client.get(url).content.decode()).group(1)
+    return found(ONCE_RE, client.get(url).content.decode(), 1)
 
 
 def test_resending_the_create_form_makes_one_key(portal_client, loopback_upstream):

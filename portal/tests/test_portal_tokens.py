@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from keys import crypto, services
 from keys.models import AuditEvent, ManagementToken, Role
+from portal.tests.portal_helpers import found
 
 TOKEN_RE = re.compile(r"mt_[0-9A-Za-z]{20,}")
 
@@ -100,13 +101,13 @@ def test_create_shows_the_token_once_and_stores_only_its_hash(portal_client, ten
     assert answer.status_code == 200
     assert "no-store" in answer["Cache-Control"]
     page = answer.content.decode()
-    clear = TOKEN_RE.search(page).group(0)
+    clear = found(TOKEN_RE, page)
     assert 'id="copy-secret"' in page and "shown this once" in page
     assert "Authorization: Bearer $MANAGEMENT_TOKEN" in page
     token = ManagementToken.objects.get(name="nightly sync")
     assert token.tenant == tenant and token.hint == clear[-4:]
     assert token.token_hash == crypto.hash_secret(clear) and token.token_hash != clear
-    assert token.created_by.email.startswith(role)
+    assert token.created_by is not None and token.created_by.email.startswith(role)
     event = AuditEvent.objects.get(action="management_token.created", target_id=str(token.pk))
     assert clear not in str(event.data) and event.tenant == tenant
     # Never again: not on the list, not on the form, not on the revoke page.

@@ -5,6 +5,7 @@ import io
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from django.urls import reverse
@@ -71,9 +72,11 @@ class UsagePage(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.by_id: dict[str, dict] = {}
         self.bars: list[dict] = []
-        self.tables: dict[str, list[dict]] = {}
+        self.tables: dict[str | None, list[dict]] = {}
         self.options: list[dict] = []
-        self._table = self._row = self._cell = None
+        self._table: str | None = None
+        self._row: dict[str, list] | None = None
+        self._cell: list[str] | None = None
         self._in_body = False
         self.feed(html)
 
@@ -108,7 +111,7 @@ class UsagePage(HTMLParser):
             self._in_body = False
         elif tag == "tr":
             self._row = None
-        elif tag in ("td", "th") and self._row is not None:
+        elif tag in ("td", "th") and self._row is not None and self._cell is not None:
             self._row["cells"][-1] = " ".join("".join(self._cell).split())
             self._cell = None
 
@@ -130,7 +133,7 @@ def usage_page(client, **params) -> UsagePage:
     return UsagePage(answer.content.decode())
 
 
-def usage_csv(client, **params) -> tuple[object, list[list[str]]]:
+def usage_csv(client, **params) -> tuple[Any, list[list[str]]]:
     answer = client.get(reverse("portal:usage_csv"), params)
     assert answer.status_code == 200
     text = b"".join(answer.streaming_content).decode()
