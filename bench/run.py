@@ -305,10 +305,20 @@ class Servers:
         self.started += 1
         name = f"granian-{kind}-{threads}threads-{self.started}"
         if kind == "product":
-            app, env, cwd = "config.wsgi:application", product_env(self.args), ROOT
+            # The production entry point, as users start it (granian underneath, same options).
+            argv, cwd = [str(ROOT / "bin" / "serve")], ROOT
+            env = {
+                **product_env(self.args),
+                "PY": sys.executable,
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "WEB_WORKERS": str(self.args.workers),
+                "WEB_THREADS": str(threads),
+                "GRANIAN_LOG_LEVEL": "warning",
+            }
         else:
             app, env, cwd = "revproxy_site.wsgi:application", revproxy_env(self.upstream_port), BENCH
-        argv = granian_argv(self.tools["granian"], app, port, self.args.workers, threads)
+            argv = granian_argv(self.tools["granian"], app, port, self.args.workers, threads)
         proc = self.procs.start(name, argv, env=env, cwd=cwd)
         server = Server(kind, threads, port, proc, name, self.key_id)
         wait_until_serving(self.procs, name, proc, server.url())

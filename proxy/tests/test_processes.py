@@ -44,6 +44,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Served(str):
+    """The server's base URL, which also knows the server's pid."""
+
+    pid: int
+
+    def __new__(cls, url: str, pid: int) -> "Served":
+        served = super().__new__(cls, url)
+        served.pid = pid
+        return served
+
+
 @pytest.fixture
 def granian(db):
     """The product served by granian (2 workers) against this test's database and Redis."""
@@ -53,7 +64,7 @@ def granian(db):
 
 @contextlib.contextmanager
 def serve(**env_overrides: str):
-    """granian (2 workers) against this test's database; REDIS_URL=... gives it another Redis."""
+    """bin/serve (granian, 2 workers) against this test's database; REDIS_URL=... gives it another Redis."""
     db_settings = connection.settings_dict
     port = _free_port()
     env = {
@@ -71,23 +82,9 @@ def serve(**env_overrides: str):
         **env_overrides,
     }
     log = tempfile.TemporaryFile()
+    env.update({"PY": sys.executable, "HOST": "127.0.0.1", "PORT": str(port), "WEB_WORKERS": "2"})
     process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "granian"),
-            "--interface",
-            "wsgi",
-            "--workers",
-            "2",
-            "--blocking-threads",
-            "8",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers-kill-timeout",
-            "3",
-            "config.wsgi:application",
-        ],
+        [str(ROOT / "bin" / "serve")],  # the production entry point, as users start it
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -108,7 +105,7 @@ def serve(**env_overrides: str):
         log.seek(0)
         pytest.fail("granian did not start: " + log.read().decode()[-2000:])
     try:
-        yield url
+        yield Served(url, process.pid)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -334,3 +331,32 @@ def test_a_nul_in_the_key_id_is_401_invalid_key_not_503(granian, key_on_echo):
         assert (answer.status, answer.json()["error"]["code"]) == (401, "invalid_key"), target
     answer = http.request("GET", f"{granian}/proxy/nope/pk_%00abc/x")
     assert (answer.status, answer.json()["error"]["code"]) == (404, "unknown_upstream")
+
+
+def _workers(server_pid: int) -> set[int]:
+    """The pids of the server's worker processes (its children)."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children")
+    return {int(pid) for pid in children.read_text().split()} if children.exists() else set()
+
+
+def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(granian, key_on_echo):
+    key, secret = key_on_echo()
+    http = urllib3.PoolManager(retries=False, timeout=10)
+    url = f"{granian}/proxy/echo/{key.key_id}/x"
+    server = granian.pid
+    before = _workers(server)
+    assert len(before) == 2
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now = _workers(server)
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the killed worker {victim} was not replaced: workers now {_workers(server)}")
+    statuses = [
+        http.request("GET", url, headers={**_auth(secret), "Connection": "close"}).status for _ in range(20)
+    ]
+    assert statuses == [200] * 20
