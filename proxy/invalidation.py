@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
 
@@ -21,7 +22,7 @@ from proxy.policy import CHANNEL_SILENCE, policies
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "keyportal:policy-changed"
+CHANNEL_PREFIX = "keyportal:policy-changed"
 PING_SECONDS = CHANNEL_SILENCE / 2  # a ping costs Redis little: measured locally, p99 0.2 ms, 4 a second
 # A ping unanswered this long means a hung connection: start a new one (policies are short-lived by then).
 RECONNECT_AFTER = 2.0
@@ -33,6 +34,15 @@ def _redis():
     from django_redis import get_redis_connection
 
     return get_redis_connection("default")
+
+
+def channel() -> str:
+    """The pub/sub channel of this product's Redis database. Redis shares pub/sub between all its
+    databases, so two deployments (or test runs) on one Redis server with different databases would
+    otherwise drop each other's cached policies."""
+    parts = urlsplit(settings.REDIS_URL)
+    database = parts.path.strip("/") or dict(parse_qsl(parts.query)).get("db", "0")
+    return f"{CHANNEL_PREFIX}:{database}"
 
 
 def _subscriber_client():
@@ -50,7 +60,7 @@ def on_policy_changed(sender, *, key_ids=(), token_hashes=(), upstreams_changed=
         return
     message = json.dumps({"k": list(key_ids), "t": list(token_hashes), "u": bool(upstreams_changed)})
     try:
-        _redis().publish(CHANNEL, message)
+        _redis().publish(channel(), message)
     except Exception:  # noqa: BLE001 - other processes fall back to the one-second policy lifetime
         logger.warning("could not publish a policy change; other processes will see it within a second")
 
@@ -67,7 +77,7 @@ def _listen() -> None:
         pubsub = None
         try:
             pubsub = _subscriber_client().pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(channel())
             # Redis answers in order: the first pong proves the subscription is in place. No need to clear
             # the cache after a reconnection: entries loaded before it are trusted for a second only.
             pubsub.ping()

@@ -8,9 +8,11 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from django.test import override_settings
 
 from keys import services
 from keys.models import ApiKey
+from proxy import invalidation
 from proxy import usage as usage_module
 from proxy.policy import policies
 from proxy.ratelimit import Limiter, LocalCounters, RedisCounters
@@ -177,3 +179,18 @@ def test_policy_cache_is_dropped_when_the_key_changes(
         services.api_key_update(api_key=key, allowed_origins=["https://other.example"], actor="test")
     assert key.key_id not in policies.keys
     assert _get(client, key).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("redis://127.0.0.1:6379/15", "keyportal:policy-changed:15"),
+        ("redis://127.0.0.1:6379/2", "keyportal:policy-changed:2"),
+        ("redis://127.0.0.1:6379", "keyportal:policy-changed:0"),
+        ("redis://127.0.0.1:6379?db=3", "keyportal:policy-changed:3"),
+    ],
+)
+def test_each_redis_database_has_its_own_policy_channel(url, expected):
+    """Redis pub/sub ignores databases: deployments sharing a server must not drop each other's caches."""
+    with override_settings(REDIS_URL=url):
+        assert invalidation.channel() == expected
