@@ -72,7 +72,7 @@ def _drop(key_ids, token_hashes, upstreams_changed: bool) -> None:
 
 
 def _listen() -> None:
-    channel = policies.channel
+    push = policies.channel
     while True:
         pubsub = None
         try:
@@ -86,7 +86,7 @@ def _listen() -> None:
                 message = pubsub.get_message(timeout=PING_SECONDS)
                 now = time.monotonic()
                 if message is not None and message.get("type") == "pong":
-                    channel.answered(now)
+                    push.answered(now)
                     answered_at = now
                 elif message is not None and message.get("type") == "message":
                     change = json.loads(message["data"])
@@ -97,7 +97,7 @@ def _listen() -> None:
                 elif now - pinged_at > RECONNECT_AFTER:
                     raise TimeoutError("Redis did not answer a ping")
         except Exception as exc:  # noqa: BLE001 - reconnect after any failure
-            channel.lost()
+            push.lost()
             logger.warning(
                 "policy change listener disconnected (%s); retrying in a second", type(exc).__name__
             )

@@ -2,6 +2,7 @@
 fails open, the database down keeps cached keys working."""
 
 import base64
+import json
 import time
 
 import pytest
@@ -194,3 +195,22 @@ def test_each_redis_database_has_its_own_policy_channel(url, expected):
     """Redis pub/sub ignores databases: deployments sharing a server must not drop each other's caches."""
     with override_settings(REDIS_URL=url):
         assert invalidation.channel() == expected
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL), as CI has")
+def test_the_listener_subscribes_and_a_published_change_drops_the_entry_within_milliseconds(api_key):
+    """The push channel is live (long-lived entries are trusted) and another process's publish reaches
+    this one: without it every entry would live one second only."""
+    invalidation.start_listener()
+    deadline = time.monotonic() + 5
+    while not policies.channel.covers(time.monotonic() - 0.1, time.monotonic()):
+        assert time.monotonic() < deadline, "the policy listener never subscribed"
+        time.sleep(0.05)
+    assert policies.key(api_key.key_id) is not None
+    assert api_key.key_id in policies.keys
+    message = json.dumps({"k": [api_key.key_id], "t": [], "u": False})
+    redis.Redis.from_url(settings.REDIS_URL).publish(invalidation.channel(), message)
+    deadline = time.monotonic() + 2
+    while api_key.key_id in policies.keys:
+        assert time.monotonic() < deadline, "a published change did not drop the cached entry"
+        time.sleep(0.01)
