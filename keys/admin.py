@@ -82,8 +82,8 @@ admin.site.site_url = reverse_lazy("portal:home")  # type: ignore[assignment]
 
 _ModelT = TypeVar("_ModelT", bound=Model)
 # Where a save hands the page that answers it the new secret (the request is this one save's own).
-_NEW_KEY_SECRET = "_new_key_secret"
-_NEW_MANAGEMENT_TOKEN = "_new_management_token"
+_KEY_SHOWN_ONCE_ATTR = "_new_key_secret"
+_MANAGEMENT_SHOWN_ONCE_ATTR = "_new_management_token"
 
 
 def _show_secret_once(
@@ -426,7 +426,7 @@ class ApiKeyAdmin(ServiceRefusalsAsMessages[ApiKey]):
             )
             form.instance = key
             obj.pk, obj.key_id = key.pk, key.key_id
-            setattr(request, _NEW_KEY_SECRET, secret)
+            setattr(request, _KEY_SHOWN_ONCE_ATTR, secret)
 
     def save_related(
         self, request: HttpRequest, form: forms.ModelForm[ApiKey], formsets: Any, change: bool
@@ -438,7 +438,7 @@ class ApiKeyAdmin(ServiceRefusalsAsMessages[ApiKey]):
     def response_add(
         self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None
     ) -> HttpResponse:
-        secret = getattr(request, _NEW_KEY_SECRET, None)
+        secret = getattr(request, _KEY_SHOWN_ONCE_ATTR, None)
         if secret is None:
             return super().response_add(request, obj, post_url_continue)
         return _show_secret_once(
@@ -535,7 +535,7 @@ class ManagementTokenAdmin(ServiceRefusalsAsMessages[ManagementToken]):
         )
         form.instance = token
         obj.pk = token.pk
-        setattr(request, _NEW_MANAGEMENT_TOKEN, clear)
+        setattr(request, _MANAGEMENT_SHOWN_ONCE_ATTR, clear)
 
     def response_add(
         self, request: HttpRequest, obj: ManagementToken, post_url_continue: str | None = None
@@ -544,7 +544,7 @@ class ManagementTokenAdmin(ServiceRefusalsAsMessages[ManagementToken]):
             request,
             title="Management token created",
             obj=obj,
-            secret=getattr(request, _NEW_MANAGEMENT_TOKEN),
+            secret=getattr(request, _MANAGEMENT_SHOWN_ONCE_ATTR),
             admin_site=self.admin_site,
             opts=self.opts,
         )
