@@ -58,8 +58,8 @@ bench: $(VENV)/.bench
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-# keys and proxy join once `mypy keys proxy` is clean: then `mypy keys portal proxy`.
-	$(VENV)/bin/mypy portal
+# proxy joins once `mypy proxy` is clean: then `mypy keys portal proxy`.
+	$(VENV)/bin/mypy keys portal
 	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.dev

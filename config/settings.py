@@ -10,7 +10,12 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+
+# Lets the classes the stubs make generic be subscripted at run time too (admin.ModelAdmin[ApiKey],
+# forms.ModelForm[Upstream]), as keys/admin.py does for its types.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

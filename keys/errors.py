@@ -41,7 +41,7 @@ ERROR_STATUS = {
 
 
 def error_payload(code: str, message: str, request_id: str, fields: dict | None = None) -> dict:
-    error = {"code": code, "message": message, "request_id": request_id}
+    error: dict[str, object] = {"code": code, "message": message, "request_id": request_id}
     if fields:
         error["fields"] = fields
     return {"error": error}

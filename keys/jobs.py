@@ -11,11 +11,13 @@ Each job is a plain function, safe to run twice and to run in two processes at o
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from keys.models import AccessToken, ApiKey, AuditEvent, UsageRecord, UsageRollup
@@ -30,7 +32,9 @@ USAGE_MARKER_RETENTION = timedelta(days=7)
 JOB_ACTOR = "background job"
 
 
-def _delete_in_batches(queryset, *, batch_size: int = BATCH_SIZE, quietly: bool = False) -> int:
+def _delete_in_batches(
+    queryset: QuerySet[Any], *, batch_size: int = BATCH_SIZE, quietly: bool = False
+) -> int:
     """Delete the rows of `queryset` by id, `batch_size` at a time, each batch in its own transaction.
 
     Ids are selected first and deleted by id, so two runs at once only race to delete the same rows:
@@ -97,6 +101,8 @@ def api_keys_expire(*, now: datetime | None = None, batch_size: int = BATCH_SIZE
 
 @transaction.atomic
 def _api_key_record_expiry(*, api_key: ApiKey) -> int:
+    if api_key.expires_at is None:
+        return 0  # not reached: api_keys_expire picks keys that expire
     won = (
         ApiKey.objects.filter(pk=api_key.pk, expires_at=api_key.expires_at)
         .filter(Q(expiry_recorded_for__isnull=True) | ~Q(expiry_recorded_for=F("expires_at")))
@@ -138,7 +144,9 @@ def usage_trim(*, now: datetime | None = None, batch_size: int = BATCH_SIZE) -> 
 
 # --- Without Redis: the same jobs on a thread of the server process --------------------------------
 
-_INPROCESS_JOBS = (
+# (name, job, every so many seconds)
+Schedule = Sequence[tuple[str, Callable[[], object], float]]
+_INPROCESS_JOBS: Schedule = (
     ("access_tokens_purge", access_tokens_purge, 60),
     ("api_keys_expire", api_keys_expire, 60),
     ("usage_roll_up", usage_roll_up, 60),
@@ -148,7 +156,9 @@ _scheduler: threading.Thread | None = None
 _scheduler_lock = threading.Lock()
 
 
-def run_due_jobs(*, last_runs: dict[str, float], now: float, schedule=_INPROCESS_JOBS) -> list[str]:
+def run_due_jobs(
+    *, last_runs: dict[str, float], now: float, schedule: Schedule = _INPROCESS_JOBS
+) -> list[str]:
     """Run each in-process job whose interval has passed since its last run; returns their names.
     A failing job is logged and tried again at its next interval; the others still run."""
     ran = []

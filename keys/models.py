@@ -6,6 +6,7 @@ credentials encrypted (crypto.encrypt).
 """
 
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -26,13 +27,13 @@ class PolicyQuerySet(models.QuerySet):
     """A bulk update announces the policies it changes, as a save does (keys/signals.py), so the
     proxy's caches also learn of writes that bypass save()."""
 
-    def update(self, **kwargs) -> int:
+    def update(self, **kwargs: Any) -> int:
         changes = self.model.policy_changes(self)
         count = super().update(**kwargs)
         announce(**changes)
         return count
 
-    def update_quietly(self, **kwargs) -> int:
+    def update_quietly(self, **kwargs: Any) -> int:
         """An update that cannot change any policy (a last-used time): nothing to announce."""
         return super().update(**kwargs)
 
@@ -71,7 +72,7 @@ class Tenant(models.Model):
         return self.slug
 
     @staticmethod
-    def policy_changes(queryset) -> dict:
+    def policy_changes(queryset: models.QuerySet[Any]) -> dict[str, Any]:
         return {"key_ids": list(ApiKey.objects.filter(tenant__in=queryset).values_list("key_id", flat=True))}
 
 
@@ -179,7 +180,12 @@ class Upstream(models.Model):
     )
     slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200, blank=True)
-    base_url = models.CharField(max_length=2000, validators=[validators.clean_upstream_url])
+    # The stubs want validators that return None; Django ignores what a validator returns, and these
+    # return the cleaned value for the services' use.
+    base_url = models.CharField(
+        max_length=2000,
+        validators=[validators.clean_upstream_url],  # type: ignore[list-item]
+    )
     auth_type = models.CharField(max_length=10, choices=AuthType.choices, default=AuthType.NONE)
     auth_name = models.CharField(
         max_length=200,
@@ -206,7 +212,7 @@ class Upstream(models.Model):
         return self.slug
 
     @staticmethod
-    def policy_changes(queryset) -> dict:
+    def policy_changes(queryset: models.QuerySet[Any]) -> dict[str, Any]:
         key_ids = ApiKey.objects.filter(upstreams__in=queryset).values_list("key_id", flat=True)
         return {"key_ids": list(key_ids), "upstreams_changed": True}
 
@@ -215,7 +221,7 @@ class Upstream(models.Model):
         return bool(self.auth_value_encrypted)
 
 
-def _empty_list() -> list:
+def _empty_list() -> list[str]:
     return []
 
 
@@ -241,7 +247,12 @@ class ApiKey(models.Model):
     allowed_rpc_methods = models.JSONField(
         default=_empty_list, blank=True, validators=[validators.clean_rpc_methods]
     )
-    rate_limit = models.CharField(max_length=20, null=True, blank=True, validators=[validators.clean_rate])
+    rate_limit = models.CharField(
+        max_length=20,
+        null=True,
+        blank=True,
+        validators=[validators.clean_rate],  # type: ignore[list-item]  # as base_url's: the return is ignored
+    )
     daily_quota = models.PositiveIntegerField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -264,7 +275,7 @@ class ApiKey(models.Model):
         return f"{self.key_id} ({self.name})"
 
     @staticmethod
-    def policy_changes(queryset) -> dict:
+    def policy_changes(queryset: models.QuerySet[Any]) -> dict[str, Any]:
         return {"key_ids": list(queryset.values_list("key_id", flat=True))}
 
     NORMALISERS = {
@@ -314,7 +325,7 @@ class AccessToken(models.Model):
         return f"token for {self.api_key.key_id} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
 
     @staticmethod
-    def policy_changes(queryset) -> dict:
+    def policy_changes(queryset: models.QuerySet[Any]) -> dict[str, Any]:
         return {"token_hashes": list(queryset.values_list("token_hash", flat=True))}
 
     def state_at(self, now: datetime) -> str:

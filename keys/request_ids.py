@@ -14,5 +14,5 @@ def request_id(request: HttpRequest) -> str:
     if chosen is None:
         incoming = request.headers.get("X-Request-Id", "")
         chosen = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        request.request_id = chosen
+        setattr(request, "request_id", chosen)  # noqa: B010  (HttpRequest declares no request_id)
     return chosen

@@ -1,14 +1,22 @@
 """System checks for configuration that would weaken the product in production."""
 
+from collections.abc import Sequence
+from typing import Any
+
 from cryptography.fernet import Fernet
+from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 
 from keys.client_address import trusted_proxy_network
 
+AppConfigs = Sequence[AppConfig] | None  # the apps to check; None: every app
+
 
 @checks.register(checks.Tags.security, deploy=True)
-def check_encryption_keys(app_configs, **kwargs):
+def check_encryption_keys(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     if not settings.KEYS_ENCRYPTION_KEYS:
         return [
             checks.Warning(
@@ -22,8 +30,10 @@ def check_encryption_keys(app_configs, **kwargs):
 
 
 @checks.register(checks.Tags.security)
-def check_encryption_keys_valid(app_configs, **kwargs):
-    errors = []
+def check_encryption_keys_valid(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
     for position, key in enumerate(settings.KEYS_ENCRYPTION_KEYS):
         try:
             Fernet(key.encode())
@@ -39,7 +49,9 @@ def check_encryption_keys_valid(app_configs, **kwargs):
 
 
 @checks.register(checks.Tags.security)
-def check_trusted_proxies(app_configs, **kwargs):
+def check_trusted_proxies(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     # At run time a bad entry trusts nobody (every client then looks like the balancer): say so at start.
     return [
         checks.Error(

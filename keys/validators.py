@@ -38,7 +38,7 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _as_list(value, what: str) -> list:
+def _as_list(value: object, what: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list | tuple):
@@ -51,8 +51,9 @@ def _as_list(value, what: str) -> list:
     return list(value)
 
 
-def _collect(values: list, clean_one: Callable[[str], str]) -> list[str]:
-    cleaned, errors = [], []
+def _collect(values: list[str], clean_one: Callable[[str], str]) -> list[str]:
+    cleaned: list[str] = []
+    errors: list[str] = []
     for value in values:
         try:
             cleaned.append(clean_one(value))
@@ -70,7 +71,7 @@ def clean_origin(entry: str) -> str:
         raise ValidationError(str(exc), code="invalid_origin") from exc
 
 
-def clean_origins(value) -> list[str]:
+def clean_origins(value: object) -> list[str]:
     """Allowed origins, normalised (lower-case host, default port dropped)."""
     return _collect(_as_list(value, "allowed origins"), clean_origin)
 
@@ -86,7 +87,7 @@ def clean_network(entry: str) -> str:
         ) from exc
 
 
-def clean_networks(value) -> list[str]:
+def clean_networks(value: object) -> list[str]:
     """Allowed client IPs and CIDR networks, IPv4 or IPv6."""
     return _collect(_as_list(value, "allowed IPs"), clean_network)
 
@@ -109,7 +110,7 @@ def clean_user_agent(entry: str) -> str:
     return text
 
 
-def clean_user_agents(value) -> list[str]:
+def clean_user_agents(value: object) -> list[str]:
     entries = _as_list(value, "allowed user agents")
     if len(entries) > settings.KEYS_MAX_USER_AGENTS:
         raise ValidationError(f"At most {settings.KEYS_MAX_USER_AGENTS} user-agent patterns are allowed.")
@@ -123,7 +124,7 @@ def clean_http_method(entry: str) -> str:
     return text
 
 
-def clean_http_methods(value) -> list[str]:
+def clean_http_methods(value: object) -> list[str]:
     return _collect(_as_list(value, "allowed HTTP methods"), clean_http_method)
 
 
@@ -136,7 +137,7 @@ def clean_rpc_method(entry: str) -> str:
     return text
 
 
-def clean_rpc_methods(value) -> list[str]:
+def clean_rpc_methods(value: object) -> list[str]:
     return _collect(_as_list(value, "allowed JSON-RPC methods"), clean_rpc_method)
 
 
@@ -184,7 +185,7 @@ def resolve_host(host: str) -> list[str]:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise ValidationError(f"The host {host!r} could not be resolved.", code="unresolvable") from exc
-    return _unique(info[4][0] for info in infos)
+    return _unique(str(info[4][0]) for info in infos)  # an address (AF_INET/AF_INET6: always a str)
 
 
 def clean_upstream_url(value: str) -> str:

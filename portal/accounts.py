@@ -7,7 +7,7 @@ the person reads the address's mail: their e-mail counts as confirmed (keys.mode
 
 import logging
 import smtplib
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -156,12 +156,8 @@ def invitation_accept(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             with transaction.atomic():
-                # keys.services annotates the account as AbstractBaseUser: it is the User model.
-                new_user = cast(
-                    User,
-                    services.user_create_with_password(
-                        email=invitation.email, password=form.cleaned_data["password1"]
-                    ),
+                new_user = services.user_create_with_password(
+                    email=invitation.email, password=form.cleaned_data["password1"]
                 )
                 membership = services.invitation_accept(
                     token=token, user=new_user, ip_address=client_address(request)
@@ -215,10 +211,7 @@ def email_confirmation(request: HttpRequest) -> HttpResponse:
     context: dict[str, object] = {"has_link": bool(token)}
     if request.method == "POST" and token:
         try:
-            # keys.services annotates the account as AbstractBaseUser: it is the User model.
-            user = cast(
-                User, services.email_confirm_by_token(token=token, ip_address=client_address(request))
-            )
+            user = services.email_confirm_by_token(token=token, ip_address=client_address(request))
         except ValidationError as exc:
             request.session.pop(CONFIRMATION_SESSION_KEY, None)
             context.update(has_link=False, problem=" ".join(exc.messages))

@@ -1,13 +1,12 @@
 """Portal pages. Thin: each parses a form, calls a service or a selector for the current tenant, and
 renders. The current tenant is the membership named by the session's `tenant` slug, else the first."""
 
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
 from django.core.validators import slug_re
@@ -96,10 +95,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             with transaction.atomic():
-                # keys.services annotates the account as AbstractBaseUser: it is the User model.
-                user = cast(
-                    User, services.user_create_with_password(email=data["email"], password=data["password1"])
-                )
+                user = services.user_create_with_password(email=data["email"], password=data["password1"])
                 tenant, _ = services.tenant_create(
                     slug=_unique_slug(data["organisation"]),
                     owner=user,

@@ -8,8 +8,9 @@ Both authenticators leave the tenant the caller acts for in `request.auth` (a Te
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from rest_framework import authentication, exceptions
+from rest_framework.request import Request
 
 from keys import selectors, services
 from keys.models import ManagementToken, Role, Tenant
@@ -23,7 +24,7 @@ class TenantAccess:
 
     tenant: Tenant
     role: str
-    actor: AbstractBaseUser | str
+    actor: User | str
     token: ManagementToken | None = None
 
 
@@ -47,7 +48,7 @@ class ManagementTokenAuthentication(authentication.BaseAuthentication):
 
     keyword = "Bearer"
 
-    def authenticate(self, request) -> tuple[ManagementTokenUser, TenantAccess] | None:
+    def authenticate(self, request: Request) -> tuple[ManagementTokenUser, TenantAccess] | None:
         scheme, _, value = authentication.get_authorization_header(request).partition(b" ")
         if scheme.lower() != self.keyword.lower().encode():
             return None
@@ -62,7 +63,7 @@ class ManagementTokenAuthentication(authentication.BaseAuthentication):
         user = ManagementTokenUser(token)
         return user, TenantAccess(tenant=token.tenant, role=Role.ADMIN, actor=str(user), token=token)
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return f'{self.keyword} realm="api"'
 
 
@@ -71,7 +72,7 @@ class TenantSessionAuthentication(authentication.SessionAuthentication):
     X-Tenant, else their first. A user with no such membership is authenticated with no tenant
     (request.auth None), which the permissions refuse with 403."""
 
-    def authenticate(self, request) -> tuple[AbstractBaseUser, TenantAccess | None] | None:
+    def authenticate(self, request: Request) -> tuple[User, TenantAccess | None] | None:
         result = super().authenticate(request)
         if result is None:
             return None

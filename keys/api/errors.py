@@ -5,14 +5,16 @@ DRF's and Django's exceptions, the services' ValidationErrors and the API's own 
 """
 
 import logging
+from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError
-from django.http import Http404
+from django.http import Http404, HttpRequest
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
@@ -38,7 +40,7 @@ class ApiError(exceptions.APIException):
         self.auth_header = auth_header
 
 
-def _texts(detail) -> object:
+def _texts(detail: object) -> object:
     """DRF's ErrorDetail tree as plain JSON: dicts of lists of strings (nested for nested fields)."""
     if isinstance(detail, dict):
         return {str(name): _texts(value) for name, value in detail.items()}
@@ -100,18 +102,27 @@ def _classify(exc: Exception) -> tuple[str, str, dict | None]:
 
 
 def error_response(
-    request, code: str, message: str, fields: dict | None = None, headers: dict | None = None
+    request: Request | HttpRequest,
+    code: str,
+    message: str,
+    fields: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     """The contract's error body with the status of its code."""
     return Response(
-        error_payload(code, message, request_id(request), fields),
+        # The id lives on the Django request (keys.middleware chose it); DRF's Request wraps that one.
+        error_payload(code, message, request_id(_http_request(request)), fields),
         status=ERROR_STATUS[code],
         headers=headers,
         content_type="application/json",
     )
 
 
-def exception_handler(exc: Exception, context: dict) -> Response:
+def _http_request(request: Request | HttpRequest) -> HttpRequest:
+    return request._request if isinstance(request, Request) else request
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """REST_FRAMEWORK["EXCEPTION_HANDLER"]: every error, expected or not, as the contract's error body."""
     request = context["request"]
     set_rollback()
@@ -123,7 +134,7 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     if code == "service_unavailable":
         # Logged (the exception names no secret), never shown: the caller only learns to retry.
         logger.error("api: database unavailable: %s", type(exc).__name__, exc_info=True)
-    headers = {}
+    headers: dict[str, str] = {}
     auth_header = getattr(exc, "auth_header", None)
     if auth_header and ERROR_STATUS[code] == 401:
         headers["WWW-Authenticate"] = auth_header

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from keys import selectors, services
+from keys import access, selectors, services
 from keys.api import serializers as s
 from keys.api.errors import ApiError
 from keys.api.parsers import parse_json
@@ -78,7 +78,9 @@ class AccessTokenView(APIView):
 
     @extend_schema(
         tags=["access tokens"],
-        auth=[{"keyBasic": []}],
+        # Security requirement objects, which drf-spectacular takes (its get_auth returns them) though
+        # extend_schema annotates `auth` as a list of names.
+        auth=[{"keyBasic": []}],  # type: ignore[list-item]
         request=s.AccessTokenRequestSerializer,
         responses={
             201: s.AccessTokenSerializer,
@@ -97,7 +99,8 @@ class AccessTokenView(APIView):
         failures = {"scope": "failures", "value": f"{key_id[:64]} {address}"}
         _limit(request, **failures, rate=settings.KEYS_TOKEN_EXCHANGE_RATE, increment=False)
         api_key, refused = selectors.api_key_authenticate(key_id=key_id, secret=secret)
-        if refused is not None:
+        if api_key is None or refused is not None:
+            refused = refused or access.unknown_key(key_id)  # no key: the selector always says invalid_key
             _limit(request, **failures, rate=settings.KEYS_TOKEN_EXCHANGE_RATE, increment=True)
             raise ApiError(refused.code, refused.message)
         serializer = s.AccessTokenRequestSerializer(data=parse_json(request.body))
@@ -117,7 +120,7 @@ class AccessTokenView(APIView):
 
     @extend_schema(
         tags=["access tokens"],
-        auth=[{"accessToken": []}],
+        auth=[{"accessToken": []}],  # type: ignore[list-item]  # as for post
         request=None,
         responses={204: OpenApiResponse(description="Revoked: the token is refused from now on.")},
         summary="Revoke the access token in the Authorization header",

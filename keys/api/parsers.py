@@ -1,6 +1,8 @@
 """Strict JSON in: no NaN or Infinity, text that every database can store, and a bounded size."""
 
 import json
+from collections.abc import Mapping
+from typing import IO, Any
 
 from django.conf import settings
 from rest_framework import exceptions, parsers
@@ -37,7 +39,14 @@ def parse_json(raw: bytes) -> object:
 
 
 class StrictJSONParser(parsers.JSONParser):
-    def parse(self, stream, media_type=None, parser_context=None) -> object:
+    # The stubs have JSONParser.parse return a dict, but a JSON body may be any JSON value (DRF hands a
+    # list or a string on as request.data), and so may this one.
+    def parse(  # type: ignore[override]
+        self,
+        stream: IO[Any] | None,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> object:
         if stream is None:
             return {}
         return parse_json(stream.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1))

@@ -1,8 +1,11 @@
 """What each role may do through the management API (the ranks are keys.selectors.ROLE_RANK)."""
 
 from rest_framework import permissions
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from keys import selectors
+from keys.api.authentication import TenantAccess
 from keys.api.errors import ApiError
 from keys.models import Role
 
@@ -13,11 +16,11 @@ class TenantRole(permissions.BasePermission):
 
     message = "You may not do this."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         if request.user is None or not getattr(request.user, "is_authenticated", False):
             return False
         access = request.auth
-        if access is None:
+        if not isinstance(access, TenantAccess):  # None: a session user with no membership there
             self.message = "You are not a member of that tenant (choose one with the X-Tenant header)."
             return False
         if not access.tenant.is_active:

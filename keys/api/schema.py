@@ -1,6 +1,8 @@
 """OpenAPI details drf-spectacular cannot guess: the authenticators' security schemes and the error
 answers every operation may give, in the contract's error body."""
 
+from typing import Any, Literal
+
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
@@ -23,7 +25,7 @@ ERROR_DESCRIPTIONS = {
 class ErrorAwareAutoSchema(AutoSchema):
     """Adds the contract's error answers to every operation, besides the ones it documents itself."""
 
-    def _get_response_bodies(self, direction="response"):
+    def _get_response_bodies(self, direction: Literal["request", "response"] = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
         if direction != "response":
             return responses
@@ -38,7 +40,7 @@ class ManagementTokenScheme(OpenApiAuthenticationExtension):
     target_class = "keys.api.authentication.ManagementTokenAuthentication"
     name = "managementToken"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
         scheme = build_bearer_security_scheme_object(
             header_name="Authorization",
             token_prefix="Bearer",  # noqa: S106 - an auth scheme's name, not a password
@@ -50,7 +52,7 @@ class TenantSessionScheme(OpenApiAuthenticationExtension):
     target_class = "keys.api.authentication.TenantSessionAuthentication"
     name = "portalSession"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
         return {
             "type": "apiKey",
             "in": "cookie",

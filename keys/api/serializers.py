@@ -7,6 +7,7 @@ Write serializers are closed: a field the caller may not set (`id`, `tenant`, ha
 
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -26,7 +27,7 @@ MAX_INT = 2147483647
 class StrictIntegerField(serializers.IntegerField):
     """A JSON integer: not "900", 1.5, 900.0 or true."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -35,7 +36,7 @@ class StrictIntegerField(serializers.IntegerField):
 class ClosedSerializer(serializers.Serializer):
     """Refuses, by name, every field of the body that it does not accept."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
             writable = {name for name, field in self.fields.items() if not field.read_only}
             refused = sorted(str(name) for name in data if name not in writable)
@@ -44,7 +45,7 @@ class ClosedSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-def _strings(max_length: int = 1000, **kwargs) -> serializers.ListField:
+def _strings(max_length: int = 1000, **kwargs: Any) -> serializers.ListField:
     return serializers.ListField(
         child=serializers.CharField(max_length=max_length, allow_blank=True), max_length=1000, **kwargs
     )
@@ -57,7 +58,9 @@ class ErrorDetailSerializer(serializers.Serializer):
     code = serializers.ChoiceField(choices=sorted(ERROR_STATUS))
     message = serializers.CharField()
     request_id = serializers.CharField()
-    fields = serializers.DictField(
+    # The contract's name. Serializer.fields is a property, but DRF's metaclass takes declared fields out
+    # of the class body, so this does not replace it; mypy sees only the class attribute.
+    fields = serializers.DictField(  # type: ignore[assignment]
         required=False, help_text="For invalid_request: the messages of each refused field."
     )
 
@@ -84,7 +87,9 @@ class KeySerializer(serializers.ModelSerializer):
     """DESIGN.md "Key fields"."""
 
     id = serializers.CharField(source="key_id", read_only=True)
-    upstreams = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
+    upstreams: "serializers.SlugRelatedField[Upstream]" = serializers.SlugRelatedField(
+        slug_field="slug", many=True, read_only=True
+    )
 
     allowed_origins = serializers.ListField(child=serializers.CharField(), read_only=True)
     allowed_ips = serializers.ListField(child=serializers.CharField(), read_only=True)
@@ -171,7 +176,7 @@ class UsageQuerySerializer(serializers.Serializer):
     )
     until = serializers.DateTimeField(required=False, help_text="Default: now. The window is [since, until).")
 
-    def validate(self, attrs: dict) -> dict:
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         until = attrs.get("until") or timezone.now()
         window = timedelta(days=7 if attrs["granularity"] == "hour" else 30)
         try:

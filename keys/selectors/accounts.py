@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -33,7 +33,7 @@ def invitation_find(*, token: str) -> Invitation | None:
     return Invitation.objects.select_related("tenant").filter(token_hash=crypto.hash_secret(token)).first()
 
 
-def invitation_is_for(*, invitation: Invitation, user: AbstractBaseUser) -> bool:
+def invitation_is_for(*, invitation: Invitation, user: User) -> bool:
     """Whether the signed-in user has the invited e-mail address (case-insensitive)."""
     email = getattr(user, "email", "") or ""
     return bool(email) and email.strip().casefold() == invitation.email.strip().casefold()
@@ -47,7 +47,7 @@ def account_exists(*, email: str) -> bool:
     return users.filter(email__iexact=email).exists() or users.filter(username__iexact=email).exists()
 
 
-def email_confirmed(*, user: AbstractBaseUser) -> bool:
+def email_confirmed(*, user: User) -> bool:
     """Whether the account proved it reads the mail of its current address (keys.models.EmailConfirmation)."""
     if getattr(user, "pk", None) is None:
         return False

@@ -1,6 +1,6 @@
 """Reads of tenants and memberships: who belongs where, with which role."""
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from keys.models import (
@@ -11,15 +11,15 @@ from keys.models import (
 from keys.validators import is_slug
 
 
-def tenant_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Tenant]:
+def tenant_list_for_user(*, user: User) -> QuerySet[Tenant]:
     return Tenant.objects.filter(memberships__user=user).distinct()
 
 
-def membership_get(*, tenant: Tenant, user: AbstractBaseUser) -> Membership | None:
+def membership_get(*, tenant: Tenant, user: User) -> Membership | None:
     return Membership.objects.filter(tenant=tenant, user=user).first()
 
 
-def membership_for_user(*, user: AbstractBaseUser, tenant_slug: str | None = None) -> Membership | None:
+def membership_for_user(*, user: User, tenant_slug: str | None = None) -> Membership | None:
     """The membership a signed-in user acts through: in the tenant named by `tenant_slug`, or, with no
     slug, their first (oldest) membership. None when they are not a member."""
     memberships = Membership.objects.filter(user=user).select_related("tenant").order_by("created_at", "pk")
@@ -32,7 +32,7 @@ def membership_for_user(*, user: AbstractBaseUser, tenant_slug: str | None = Non
 
 # Each role may do what the roles below it may: a viewer reads, a developer manages keys, an admin
 # (and the owner) manages upstreams, management tokens and members.
-ROLE_RANK = {Role.VIEWER: 0, Role.DEVELOPER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+ROLE_RANK: dict[str, int] = {Role.VIEWER: 0, Role.DEVELOPER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 
 def role_at_least(*, role: str, minimum: str) -> bool:

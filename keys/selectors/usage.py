@@ -1,6 +1,7 @@
 """Reads of usage records: lists, summaries, rejections by reason, charts and exports."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
@@ -90,7 +91,7 @@ def usage_by_period(
 
 def usage_export(
     *, tenant: Tenant, granularity: str, since: datetime, until: datetime, api_key: ApiKey | None = None
-) -> QuerySet[UsageRecord]:
+) -> QuerySet[UsageRecord, dict[str, Any]]:
     """The tenant's requests (or one key's) in [since, until) as rows of {"period", "api_key__key_id",
     "api_key__name", "outcome", "code", "detail", "count"}: one per period (UTC hour or day), key,
     outcome, code and detail, oldest first. A query, so a long export can be read in chunks."""

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -15,19 +15,19 @@ from keys import crypto, selectors
 from keys.models import EmailConfirmation
 from keys.services.audit import audit_record
 
-User = get_user_model()
+UserModel = get_user_model()  # User is for annotations; this is the model the settings name
 
 
-def user_get_or_create(*, email: str) -> AbstractBaseUser:
+def user_get_or_create(*, email: str) -> User:
     """The user with this e-mail (case-insensitive), created without a usable password if new."""
-    email = User.objects.normalize_email(email.strip())
+    email = UserModel.objects.normalize_email(email.strip())
     try:
         validate_email(email)
     except ValidationError as exc:
         raise ValidationError({"email": exc.messages}) from exc
-    user = User.objects.filter(email__iexact=email).first()
+    user = UserModel.objects.filter(email__iexact=email).first()
     if user is None:
-        user = User(username=email.lower(), email=email)
+        user = UserModel(username=email.lower(), email=email)
         user.set_unusable_password()
         user.full_clean()
         user.save()
@@ -41,20 +41,20 @@ UNCONFIRMED_ACCOUNT = (
 )
 
 
-def user_create_with_password(*, email: str, password: str) -> AbstractBaseUser:
+def user_create_with_password(*, email: str, password: str) -> User:
     """A new account that signs in with `password`. A ValidationError on "email" when the address has an
     account, also when a concurrent sign-up made it after the check (the unique username decides)."""
-    email = User.objects.normalize_email(email.strip())
+    email = UserModel.objects.normalize_email(email.strip())
     if selectors.account_exists(email=email):
         raise ValidationError({"email": [ACCOUNT_EXISTS]})
     try:
         with transaction.atomic():  # a savepoint: the caller's transaction stays usable for its rollback
-            return User.objects.create_user(username=email.lower(), email=email, password=password)
+            return UserModel.objects.create_user(username=email.lower(), email=email, password=password)
     except IntegrityError as exc:
         raise ValidationError({"email": [ACCOUNT_EXISTS]}, code="account_exists") from exc
 
 
-def _user_to_add(*, email: str, by_operator: bool = False) -> AbstractBaseUser:
+def _user_to_add(*, email: str, by_operator: bool = False) -> User:
     """The account a membership by e-mail goes to: a new one (made here without a usable password:
     whoever sets it by reset proves the address), or one whose e-mail is confirmed. Never an existing
     account that has not proven its address, whether someone signed up with it or it was made earlier
@@ -62,7 +62,9 @@ def _user_to_add(*, email: str, by_operator: bool = False) -> AbstractBaseUser:
     hand a membership to whoever claims it, without the consent of the address's owner. They must
     accept an invitation. `by_operator`: create_tenant may give a new tenant to an unclaimed account
     (the operator made it)."""
-    existing = User.objects.filter(email__iexact=User.objects.normalize_email(email.strip())).first()
+    existing = UserModel.objects.filter(
+        email__iexact=UserModel.objects.normalize_email(email.strip())
+    ).first()
     if existing is None:
         return user_get_or_create(email=email)
     unclaimed = not existing.has_usable_password()
@@ -85,16 +87,14 @@ def _address_digest(email: str) -> str:
     return crypto.hash_secret(email.strip().casefold())[:20]
 
 
-def email_confirmation_token(*, user: AbstractBaseUser) -> str:
+def email_confirmation_token(*, user: User) -> str:
     """The signed, expiring token of the link that confirms the user's current address. Nothing is
     stored: it names the account and a digest of the address; once that address is confirmed it is spent."""
     return signing.dumps({"u": user.pk, "e": _address_digest(user.email)}, salt=CONFIRMATION_SALT)
 
 
 @transaction.atomic
-def email_confirm(
-    *, user: AbstractBaseUser, method: str, ip_address: str | None = None
-) -> EmailConfirmation | None:
+def email_confirm(*, user: User, method: str, ip_address: str | None = None) -> EmailConfirmation | None:
     """Record that the user proved they read the mail of their current address (`method`: how). Nothing
     is written when that address is already confirmed. Returns the record (None for no address)."""
     if not user.email:
@@ -116,7 +116,7 @@ def email_confirm(
 
 
 @transaction.atomic
-def email_confirm_by_token(*, token: str, ip_address: str | None = None) -> AbstractBaseUser:
+def email_confirm_by_token(*, token: str, ip_address: str | None = None) -> User:
     """Confirm the address a sign-up link was mailed to. Works once, within PORTAL_CONFIRMATION_DAYS, and
     only while the account still has that address; otherwise a ValidationError (code invalid, expired
     or used)."""
@@ -130,7 +130,9 @@ def email_confirm_by_token(*, token: str, ip_address: str | None = None) -> Abst
         raise ValidationError(CONFIRMATION_REFUSALS["invalid"], code="invalid") from exc
     user_id = claim.get("u") if isinstance(claim, dict) else None
     # The user's row is locked: two clicks at once confirm once.
-    user = User.objects.select_for_update().filter(pk=user_id, is_active=True).first() if user_id else None
+    user = (
+        UserModel.objects.select_for_update().filter(pk=user_id, is_active=True).first() if user_id else None
+    )
     if user is None or not user.email or claim.get("e") != _address_digest(user.email):
         raise ValidationError(CONFIRMATION_REFUSALS["invalid"], code="invalid")
     if selectors.email_confirmed(user=user):

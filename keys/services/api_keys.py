@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from keys import crypto, origins, validators
 from keys.models import AccessToken, ApiKey, Tenant, Upstream
-from keys.services.audit import Actor, audit_record
+from keys.services.audit import Actor, actor_user, audit_record
 from keys.services.tenants import tenant_check_limit
 from keys.services.updates import model_update
 
@@ -59,7 +59,7 @@ def api_key_create(
         key_id=crypto.new_key_id(),
         name=name,
         secret_hash=crypto.hash_secret(secret),
-        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        created_by=actor_user(actor),
         **fields,
     )
     api_key.full_clean()

@@ -1,11 +1,21 @@
 """The audit trail: who changed what. Every service records an event through audit_record."""
 
-from django.contrib.auth.models import AbstractBaseUser
+from collections.abc import Mapping
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import models
 
 from keys.models import AuditEvent, Tenant
 
-# Who made a change: a user, or a label such as "create_tenant" for commands and jobs.
-Actor = AbstractBaseUser | str | None
+# Who made a change: a user (request.user: an anonymous one is recorded as "system"), or a label such
+# as "create_tenant" for commands and jobs.
+Actor = User | AnonymousUser | str | None
+
+
+def actor_user(actor: Actor) -> User | None:
+    """The signed-in user behind `actor`, to name on a row (created_by, invited_by); None for a label,
+    an anonymous user or nobody."""
+    return actor if isinstance(actor, User) and actor.is_authenticated else None
 
 
 def audit_record(
@@ -14,8 +24,8 @@ def audit_record(
     tenant: Tenant | None = None,
     actor: Actor = None,
     actor_label: str = "",
-    target: object | None = None,
-    data: dict | None = None,
+    target: models.Model | None = None,
+    data: Mapping[str, object] | None = None,
     ip_address: str | None = None,
 ) -> AuditEvent:
     """Append an event to the audit trail. `data` must never hold a secret."""
@@ -24,15 +34,14 @@ def audit_record(
         target_id = str(getattr(target, "key_id", None) or getattr(target, "slug", None) or target.pk)
     else:
         target_type, target_id = "", ""
+    user = actor_user(actor)
     if isinstance(actor, str):
-        actor_label, actor = actor_label or actor, None
-    elif actor is not None and getattr(actor, "is_authenticated", False):
-        actor_label = actor_label or actor.get_username()
-    else:
-        actor = None
+        actor_label = actor_label or actor
+    elif user is not None:
+        actor_label = actor_label or user.get_username()
     return AuditEvent.objects.create(
         tenant=tenant,
-        actor=actor,
+        actor=user,
         actor_label=actor_label or "system",
         action=action,
         target_type=target_type,

@@ -3,16 +3,17 @@
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from keys import crypto, selectors
 from keys.models import EmailConfirmation, Invitation, Membership, Role, Tenant
-from keys.services.accounts import User, email_confirm
-from keys.services.audit import Actor, audit_record
+from keys.services.accounts import UserModel, email_confirm
+from keys.services.audit import Actor, actor_user, audit_record
 from keys.services.tenants import _check_owner_rules, membership_set
 
 INVITER_UNCONFIRMED = "Confirm your own e-mail address before inviting anyone: open the link we mailed you."
@@ -28,7 +29,7 @@ def _same_email(a: str, b: str) -> bool:
     return bool(a) and bool(b) and a.strip().casefold() == b.strip().casefold()
 
 
-def _pending_invitations(*, tenant: Tenant, email: str, now: datetime):
+def _pending_invitations(*, tenant: Tenant, email: str, now: datetime) -> QuerySet[Invitation]:
     return Invitation.objects.filter(
         tenant=tenant,
         email__iexact=email,
@@ -51,12 +52,13 @@ def invitation_create(
     """Invite a person by e-mail to join with `role`; a pending invitation to the same address is
     replaced (its link stops working). Returns the invitation and its token, once, for the link.
     A person inviting must have confirmed their own e-mail (no relay of mail for unproven accounts)."""
-    if getattr(actor, "is_authenticated", False) and not selectors.email_confirmed(user=actor):
+    inviter = actor_user(actor)
+    if inviter is not None and not selectors.email_confirmed(user=inviter):
         raise ValidationError(INVITER_UNCONFIRMED, code="unconfirmed")
     if role not in Role.values:
         raise ValidationError({"role": [f"{role!r} is not one of {', '.join(Role.values)}."]})
     _check_owner_rules(membership=None, role=role, actor_role=actor_role)
-    email = User.objects.normalize_email((email or "").strip())
+    email = UserModel.objects.normalize_email((email or "").strip())
     try:
         validate_email(email)
     except ValidationError as exc:
@@ -75,7 +77,7 @@ def invitation_create(
         email=email,
         role=role,
         token_hash=crypto.hash_secret(token),
-        invited_by=actor if getattr(actor, "is_authenticated", False) else None,
+        invited_by=inviter,
         created_at=now,
         expires_at=now + timedelta(days=settings.PORTAL_INVITATION_DAYS),
     )
@@ -98,7 +100,7 @@ def invitation_create(
 
 
 @transaction.atomic
-def invitation_accept(*, token: str, user: AbstractBaseUser, ip_address: str | None = None) -> Membership:
+def invitation_accept(*, token: str, user: User, ip_address: str | None = None) -> Membership:
     """Make `user` (who must have the invited e-mail) a member with the invitation's role. The token
     works once: the first acceptance marks it used (compare-and-set), any later one is refused."""
     invitation = None

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from keys import crypto
 from keys.models import ManagementToken, Tenant
-from keys.services.audit import Actor, audit_record
+from keys.services.audit import Actor, actor_user, audit_record
 from keys.services.tenants import tenant_check_limit
 
 
@@ -30,7 +30,7 @@ def management_token_create(
         name=name,
         token_hash=crypto.hash_secret(clear),
         hint=clear[-4:],
-        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        created_by=actor_user(actor),
     )
     token.full_clean()
     token.save()

@@ -2,7 +2,7 @@
 a tenant always keeps one owner."""
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
@@ -19,7 +19,7 @@ def tenant_create(
     owner_email: str = "",
     name: str = "",
     actor: Actor = None,
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
 ) -> tuple[Tenant, Membership]:
     """A new tenant with its owner: `owner` (an account just made by sign-up, in the caller's transaction)
     or the account of `owner_email` (created without a password if new: they set one by reset)."""
@@ -66,7 +66,7 @@ def tenant_set_active(
 
 @transaction.atomic
 def membership_set(
-    *, tenant: Tenant, user: AbstractBaseUser, role: str, actor: Actor = None, ip_address: str | None = None
+    *, tenant: Tenant, user: User, role: str, actor: Actor = None, ip_address: str | None = None
 ) -> Membership:
     """Add the user to the tenant with `role`, or change the role of an existing member."""
     if role not in Role.values:

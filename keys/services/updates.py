@@ -18,9 +18,7 @@ def model_update(
     # values on the instance it hands over.
     stored = type(instance)._default_manager.filter(pk=instance.pk).values(*(f.attname for f in columns))
     before = stored.first() or {field.attname: getattr(instance, field.attname) for field in columns}
-    changed = sorted(
-        name for name, value in data.items() if before.get(instance._meta.get_field(name).attname) != value
-    )
+    changed = sorted(name for name, value in data.items() if before.get(_attname(instance, name)) != value)
     for name, value in data.items():
         setattr(instance, name, value)
     (clean or instance.full_clean)()
@@ -29,3 +27,12 @@ def model_update(
         touched = [field.attname for field in columns if getattr(field, "auto_now", False)]
         instance.save(update_fields=sorted(set(moved + touched)))
     return changed
+
+
+def _attname(instance: models.Model, name: str) -> str:
+    """The column attribute of the field `name` (tenant -> tenant_id): `data` names the model's own
+    fields, never a reverse relation or a generic foreign key, which have no column."""
+    field = instance._meta.get_field(name)
+    if not isinstance(field, models.Field):
+        raise TypeError(f"{type(instance).__name__}.{name} is not a field of its own")
+    return field.attname

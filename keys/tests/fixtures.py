@@ -4,6 +4,7 @@ fresh rate limits."""
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.test import Client
@@ -11,6 +12,13 @@ from rest_framework.test import APIClient
 
 from keys import services
 from keys.models import EmailConfirmation, Membership
+
+
+class SignedInClient(Client):
+    """A test client signed in to the portal; `user` is the member it acts as."""
+
+    user: User
+
 
 PUBLIC_ADDRESS = "8.8.8.8"
 
@@ -87,7 +95,7 @@ def other_api(other_tenant):
 def session_client(tenant, django_user_model):
     """A factory: an API client signed in to the portal as a new member of `tenant` with `role`, sending
     the CSRF token (as a browser page would) unless `csrf=False`."""
-    made = []
+    made: list[object] = []
 
     def make(role: str, *, tenant=tenant, csrf: bool = True, user=None):
         if user is None:
@@ -115,7 +123,7 @@ def portal_client(tenant, django_user_model):
 
     def make(
         role: str, *, tenant=tenant, enforce_csrf_checks: bool = False, confirmed: bool = True
-    ) -> Client:
+    ) -> SignedInClient:
         name = f"{role}-{Membership.objects.count()}@{tenant.slug}.example"
         user = django_user_model.objects.create_user(username=name, email=name, password="pw")
         services.membership_set(tenant=tenant, user=user, role=role, actor="test")
@@ -123,7 +131,7 @@ def portal_client(tenant, django_user_model):
             EmailConfirmation.objects.create(
                 user=user, email=user.email, method=EmailConfirmation.Method.LINK
             )
-        client = Client(enforce_csrf_checks=enforce_csrf_checks)
+        client = SignedInClient(enforce_csrf_checks=enforce_csrf_checks)
         client.force_login(user)
         client.user = user
         return client

@@ -198,6 +198,7 @@ def test_rotate_answers_a_new_secret_and_the_old_one_works_for_the_default_day(a
     api_key = ApiKey.objects.get(key_id=created["id"])
     assert selectors.api_key_secret_valid(api_key=api_key, secret=body["secret"])
     assert selectors.api_key_secret_valid(api_key=api_key, secret=created["secret"])
+    assert api_key.previous_secret_expires_at is not None
     grace = api_key.previous_secret_expires_at - timezone.now()
     assert timedelta(hours=23, minutes=59) < grace <= timedelta(hours=24)
 

@@ -5,6 +5,7 @@ import importlib
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 from django.apps import apps
@@ -327,7 +328,7 @@ def test_roll_up_reads_the_proxys_redis_hashes_once(api_key):
         hour = datetime.fromtimestamp(PAST_HOUR, UTC)
         assert _counts(api_key) == {(hour, "allowed", ""): 6, (hour, "rejected", "rate_limited"): 2}
         assert not client.exists(usage_key(PAST_HOUR), usage_key(PAST_HOUR + 60))
-        assert int(client.hget(current, field)) >= 1  # the current minute is not complete yet
+        assert int(cast(bytes, client.hget(current, field))) >= 1  # the current minute is not complete yet
         assert not list(client.scan_iter(match=f"{usage_store.CLAIMED_PREFIX}{PAST_HOUR}:*"))
     finally:
         client.hdel(current, field)
@@ -336,6 +337,7 @@ def test_roll_up_reads_the_proxys_redis_hashes_once(api_key):
 @with_redis
 def test_a_roll_up_that_died_before_its_commit_is_finished_by_the_next_one_once(api_key):
     source = usage_store.usage_source()
+    assert isinstance(source, RedisUsageSource)
     source.client.hincrby(usage_key(PAST_HOUR), usage_field(api_key.key_id, "allowed"), 3)
     source.claim(now=time.time(), stale_after=roll_up.USAGE_CLAIM_STALE_SECONDS)  # ... and then it died
     assert roll_up.usage_roll_up() == 0  # its claim is not stale yet
@@ -347,6 +349,7 @@ def test_a_roll_up_that_died_before_its_commit_is_finished_by_the_next_one_once(
 @with_redis
 def test_a_roll_up_that_died_after_its_commit_is_not_counted_again(api_key):
     source = usage_store.usage_source()
+    assert isinstance(source, RedisUsageSource)
     source.client.hincrby(usage_key(PAST_HOUR), usage_field(api_key.key_id, "allowed"), 3)
     claims = source.claim(now=time.time(), stale_after=roll_up.USAGE_CLAIM_STALE_SECONDS)
     for claim in claims:
@@ -366,7 +369,9 @@ def test_concurrent_roll_ups_count_every_request_exactly_once(tenant, loopback_u
     api_keys = [
         services.api_key_create(tenant=tenant, name=f"k{index}", actor="test")[0] for index in range(5)
     ]
-    client = usage_store.usage_source().client
+    source = usage_store.usage_source()
+    assert isinstance(source, RedisUsageSource)
+    client = source.client
     expected = 0
     for minute in range(30):
         for index, api_key in enumerate(api_keys):

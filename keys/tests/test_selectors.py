@@ -158,6 +158,7 @@ def test_good_access_token_verifies(api_key):
     token, clear = services.access_token_issue(api_key=api_key)
     row, error = selectors.access_token_verify(token=clear)
     assert (row, error) == (token, None)
+    assert row is not None
     assert row.api_key == api_key
 
 

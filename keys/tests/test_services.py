@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -31,7 +32,7 @@ def field_errors(excinfo) -> set[str]:
 
 def every_stored_value() -> str:
     """Every value of every column of every table, as text."""
-    values = []
+    values: list[str] = []
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names():
             cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608 - table names
@@ -587,10 +588,9 @@ def test_upstream_update_checks_the_new_url(tenant_upstream, public_dns):
 
 @pytest.mark.parametrize("field", ["tenant", "slug", "auth_value_encrypted", "created_at", "id"])
 def test_upstream_fields_that_may_not_be_changed_are_refused(tenant_upstream, other_tenant, field):
+    changes: dict[str, Any] = {field: other_tenant if field == "tenant" else "x"}
     with pytest.raises(ValidationError) as excinfo:
-        services.upstream_update(
-            upstream=tenant_upstream, **{field: other_tenant if field == "tenant" else "x"}
-        )
+        services.upstream_update(upstream=tenant_upstream, **changes)
     assert field in field_errors(excinfo)
 
 
@@ -754,7 +754,9 @@ def test_management_token_create_returns_a_token_that_authenticates_for_its_tena
     assert stored.token_hash == crypto.hash_secret(clear)
     assert stored.hint == clear[-4:]
     assert selectors.management_token_authenticate(token=clear) == stored
-    assert selectors.management_token_authenticate(token=clear).tenant == tenant
+    authenticated = selectors.management_token_authenticate(token=clear)
+    assert authenticated is not None
+    assert authenticated.tenant == tenant
     assert AuditEvent.objects.filter(action="management_token.created", data={"name": "ci"}).exists()
 
 

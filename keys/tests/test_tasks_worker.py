@@ -135,7 +135,9 @@ def test_beat_purges_an_expired_token_through_the_worker(worker, api_key):
 
 def test_usage_rolled_up_twice_through_the_worker_lands_exactly_once(worker, api_key):
     minute = usage_store.minute_of(time.time()) - 120  # a complete minute
-    client = usage_store.usage_source().client
+    source = usage_store.usage_source()
+    assert isinstance(source, usage_store.RedisUsageSource)
+    client = source.client
     client.hincrby(usage_key(minute), usage_field(api_key.key_id, "allowed"), 41)
     client.hincrby(usage_key(minute), usage_field(api_key.key_id, "rejected", "origin_not_allowed"), 1)
 

@@ -28,7 +28,12 @@ USAGE_CLAIM_STALE_SECONDS = 300
 USAGE_DETAILS_PER_KEY_HOUR = 100
 
 
-def usage_roll_up(*, source=None, now: float | None = None, stale_after: float | None = None) -> int:
+def usage_roll_up(
+    *,
+    source: usage_store.UsageSource | None = None,
+    now: float | None = None,
+    stale_after: float | None = None,
+) -> int:
     """Add the usage counters of every complete minute into hourly UsageRecord rows; returns the
     number of requests added.
 

@@ -25,7 +25,9 @@ import threading
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
+from redis import Redis
 from redis.exceptions import ResponseError
 
 ALLOWED, REJECTED, UPSTREAM_ERROR = "allowed", "rejected", "upstream_error"
@@ -130,7 +132,7 @@ class LocalUsageStore:
 class RedisUsageSource:
     """The roll-up's side of the Redis store (the proxy's writer is proxy.usage.RedisUsageStore)."""
 
-    def __init__(self, client) -> None:
+    def __init__(self, client: Redis) -> None:
         self.client = client
 
     def claim(self, *, now: float, stale_after: float) -> list[Claim]:
@@ -159,7 +161,8 @@ class RedisUsageSource:
         return [self._read(claim) for claim in claims]
 
     def _read(self, claim: Claim) -> Claim:
-        raw = self.client.hgetall(claim.name)
+        # redis-py annotates its sync and asyncio clients alike (a result or an awaitable): this one is sync.
+        raw = cast(dict[bytes | str, bytes], self.client.hgetall(claim.name))
         counts = {(key.decode() if isinstance(key, bytes) else key): int(value) for key, value in raw.items()}
         return Claim(name=claim.name, minute=claim.minute, counts=counts)
 
@@ -171,6 +174,16 @@ class RedisUsageSource:
 
 
 local_store = LocalUsageStore()  # this process's counters when there is no Redis
+
+
+class UsageSource(Protocol):
+    """What the roll-up reads counters from: LocalUsageStore or RedisUsageSource."""
+
+    def claim(self, *, now: float, stale_after: float) -> list[Claim]: ...
+
+    def release(self, claim: Claim) -> None: ...
+
+    def give_back(self, claim: Claim) -> None: ...
 
 
 def usage_source() -> "LocalUsageStore | RedisUsageSource":

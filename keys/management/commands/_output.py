@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -12,7 +12,7 @@ from keys.models import Upstream
 T = TypeVar("T")
 
 
-def print_json(command: BaseCommand, payload: dict) -> None:
+def print_json(command: BaseCommand, payload: dict[str, Any]) -> None:
     command.stdout.write(json.dumps(payload, sort_keys=False))
 
 
@@ -30,7 +30,7 @@ def run_or_fail(action: Callable[[], T]) -> T:
         raise CommandError(detail) from exc
 
 
-def upstream_fields(upstream: Upstream) -> dict:
+def upstream_fields(upstream: Upstream) -> dict[str, Any]:
     """The upstream as DESIGN.md's JSON, without the credential's value."""
     return {
         "slug": upstream.slug,

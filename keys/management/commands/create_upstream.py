@@ -1,4 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from keys import services
 from keys.management.commands._output import print_json, run_or_fail, upstream_fields
@@ -8,7 +10,7 @@ from keys.models import AuthType, Tenant
 class Command(BaseCommand):
     help = "Create an upstream (global unless --tenant); print its fields, without the credential, as JSON."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
         parser.add_argument("base_url")
         parser.add_argument("--tenant", help="The owning tenant's slug; omit for a global upstream.")
@@ -21,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--auth-value", default="", help="Stored encrypted and never printed.")
         parser.add_argument("--timeout", type=int, default=30, help="Total deadline per request, in seconds.")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         tenant = None
         if options["tenant"]:
             tenant = Tenant.objects.filter(slug=options["tenant"]).first()

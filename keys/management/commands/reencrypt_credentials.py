@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -9,7 +11,7 @@ from keys.models import Upstream
 class Command(BaseCommand):
     help = "Re-encrypt every upstream credential under the first KEYS_ENCRYPTION_KEYS key (after a rotation)."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         count = 0
         with transaction.atomic():
             for upstream in Upstream.objects.select_for_update().exclude(auth_value_encrypted=""):

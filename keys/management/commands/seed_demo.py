@@ -1,9 +1,10 @@
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from keys import services
@@ -26,10 +27,10 @@ class Command(BaseCommand):
         "printed once."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--upstream-url", default=None, help="Default: the DEMO_UPSTREAM_URL setting.")
 
-    def handle(self, *args, upstream_url: str | None, **options):
+    def handle(self, *args: Any, upstream_url: str | None, **options: Any) -> None:
         upstream_url = upstream_url or settings.DEMO_UPSTREAM_URL
         with transaction.atomic():
             tenant = Tenant.objects.filter(slug=DEMO_TENANT).first()
@@ -43,7 +44,7 @@ class Command(BaseCommand):
                     )
                 )
             upstream = Upstream.objects.filter(slug=DEMO_UPSTREAM).first()
-            upstream_fields = {
+            upstream_fields: dict[str, Any] = {
                 "base_url": upstream_url,
                 "name": "Demo echo upstream",
                 "auth_type": AuthType.BEARER,
