@@ -29,6 +29,7 @@ WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 def proxy_application(environ: dict, start_response: Callable) -> Iterable[bytes]:
     request = WSGIRequest(environ)
+    response: HttpResponse | StreamingHttpResponse
     match = _RELAY.match(request.path_info[1:])
     try:
         request.get_host()  # the site's rule (DJANGO_ALLOWED_HOSTS) holds here too; never sent upstream
