@@ -60,6 +60,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .
 # keys and proxy join once `mypy keys proxy` is clean: then `mypy keys portal proxy`.
 	$(VENV)/bin/mypy portal
+	$(VENV)/bin/mypy proxy
 	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.dev
