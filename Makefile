@@ -58,8 +58,7 @@ bench: $(VENV)/.bench
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-# proxy joins once `mypy proxy` is clean: then `mypy keys portal proxy`.
-	$(VENV)/bin/mypy keys portal
+	$(VENV)/bin/mypy keys portal proxy
 	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.dev

@@ -58,6 +58,30 @@ def check_key(key: KeyPolicy | None, key_id: str, now: float) -> Rejection | Non
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What steps 1-4 establish: an active upstream, and a usable key that may call it."""
+
+    upstream: UpstreamPolicy
+    key: KeyPolicy
+
+
+def check_route(
+    upstream: UpstreamPolicy | None, slug: str, key: KeyPolicy | None, key_id: str, now: float
+) -> Route | Rejection:
+    """Steps 1-4 in order (check_upstream, check_key, check_upstream_allowed): the Route when they pass,
+    the first rejection otherwise."""
+    if upstream is None or key is None:
+        # The only rejections there are for a missing upstream or key; the upstream's comes first.
+        return check_upstream(upstream, slug) or access.unknown_key(key_id)
+    return (
+        check_upstream(upstream, slug)
+        or check_key(key, key_id, now)
+        or check_upstream_allowed(key, upstream)
+        or Route(upstream, key)
+    )
+
+
 def check_upstream_allowed(key: KeyPolicy, upstream: UpstreamPolicy) -> Rejection | None:
     owned_elsewhere = upstream.tenant_id is not None and upstream.tenant_id != key.tenant_id
     if upstream.slug not in key.upstreams or owned_elsewhere:

@@ -5,6 +5,8 @@ The proxy answers CORS itself rather than through django-cors-headers: its prefl
 forms), decided from the key named in the URL. django-cors-headers serves the rest of the site.
 """
 
+from collections.abc import Mapping
+
 from django.conf import settings
 
 from keys.origins import origin_allowed
@@ -19,7 +21,8 @@ def cors_allowed(key: KeyPolicy | None, origin: str | None) -> bool:
     return key is not None and origin is not None and origin_allowed(origin, key.origins)
 
 
-def is_preflight(method: str, headers) -> bool:
+def is_preflight(method: str, headers: Mapping[str, str]) -> bool:
+    """`headers` looked up case-insensitively, as request.headers does."""
     return method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
 

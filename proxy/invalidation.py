@@ -13,12 +13,17 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
 
 from keys.policy_changes import policy_changed
 from proxy.policy import CHANNEL_SILENCE, policies
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +35,7 @@ _listener: threading.Thread | None = None
 _listener_lock = threading.Lock()
 
 
-def _redis():
+def _redis() -> "redis.Redis":
     from django_redis import get_redis_connection
 
     return get_redis_connection("default")
@@ -45,7 +50,7 @@ def channel() -> str:
     return f"{CHANNEL_PREFIX}:{database}"
 
 
-def _subscriber_client():
+def _subscriber_client() -> "redis.Redis":
     """A client of its own for the subscription: it waits for messages with get_message's timeout, so
     the socket timeout only bounds a reply cut in the middle."""
     import redis
@@ -53,7 +58,14 @@ def _subscriber_client():
     return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
 
 
-def on_policy_changed(sender, *, key_ids=(), token_hashes=(), upstreams_changed=False, **kwargs) -> None:
+def on_policy_changed(
+    sender: object,
+    *,
+    key_ids: Collection[str] = (),  # read twice (dropped here, then published): not a one-shot iterator
+    token_hashes: Collection[str] = (),
+    upstreams_changed: bool = False,
+    **kwargs: object,
+) -> None:
     """Drop this process's entries now, and tell the other processes."""
     _drop(key_ids, token_hashes, upstreams_changed)
     if not settings.REDIS_URL:
@@ -65,7 +77,7 @@ def on_policy_changed(sender, *, key_ids=(), token_hashes=(), upstreams_changed=
         logger.warning("could not publish a policy change; other processes will see it within a second")
 
 
-def _drop(key_ids, token_hashes, upstreams_changed: bool) -> None:
+def _drop(key_ids: Iterable[str], token_hashes: Iterable[str], upstreams_changed: bool) -> None:
     policies.drop(key_ids=key_ids, token_hashes=token_hashes)
     if upstreams_changed:
         policies.upstreams.clear()

@@ -12,11 +12,14 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from typing import Protocol
 from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import urllib3
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from urllib3 import BaseHTTPResponse
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -28,7 +31,7 @@ from urllib3.exceptions import (
 from keys import validators
 from keys.models import AuthType
 from proxy.checks import Rejection, reject
-from proxy.lazy import Lazy
+from proxy.lazy import lazy
 from proxy.policy import UpstreamPolicy
 
 HOP_BY_HOP = frozenset(
@@ -72,6 +75,27 @@ CHUNK_SIZE = 64 * 1024
 # Answers up to this size (by their Content-Length) are read whole and written in one go; larger or
 # unknown-length answers are streamed.
 SMALL_ANSWER_BYTES = 64 * 1024
+
+
+class FieldLines(Protocol):
+    """Headers as received, a repeated field kept as its several lines (urllib3's HTTPHeaderDict)."""
+
+    def __contains__(self, name: object, /) -> bool:
+        """Case-insensitive."""
+        ...
+
+    def getlist(self, name: str, /) -> list[str]:
+        """Every value of the field, one per line it came in."""
+        ...
+
+    def iteritems(self) -> Iterator[tuple[str, str]]:
+        """Every (name, value) line, repeated fields included, in the order received."""
+        ...
+
+
+# What the relay sends upstream: bytes it already read (a JSON-RPC or chunked body), or the request itself,
+# which urllib3 reads in blocks as it sends.
+RequestBody = bytes | HttpRequest | None
 
 
 class UpstreamBlocked(Exception):
@@ -123,7 +147,7 @@ def outbound_headers(
 ) -> dict[str, str]:
     """Client headers minus hop-by-hop (and any the client's Connection names), credentials and
     Proxy-*, plus X-Forwarded-*, Host and the upstream's own credential."""
-    connection_named = set()
+    connection_named: set[str] = set()
     for name, value in client_headers:
         if name.lower() == "connection":
             connection_named.update(token.strip().lower() for token in value.split(","))
@@ -180,7 +204,7 @@ def _without_query_credential(url: str, parameter: str) -> str:
     return urlunsplit(parts._replace(query="&".join(kept)))
 
 
-def response_headers(upstream_headers, upstream: UpstreamPolicy) -> list[tuple[str, str]]:
+def response_headers(upstream_headers: FieldLines, upstream: UpstreamPolicy) -> list[tuple[str, str]]:
     """Upstream answer headers minus hop-by-hop, Set-Cookie, Access-Control-* (the proxy answers CORS),
     malformed fields, and anything that carries the upstream's own credential."""
     connection_named = {
@@ -192,7 +216,7 @@ def response_headers(upstream_headers, upstream: UpstreamPolicy) -> list[tuple[s
     credential = credential_header(upstream)
     credential_name = credential[0].lower() if credential else None
     secrets = _credential_forms(upstream.auth_type, upstream.auth_name, upstream.auth_value)
-    kept = []
+    kept: list[tuple[str, str]] = []
     for name, value in upstream_headers.iteritems():
         lower = name.lower()
         if (
@@ -215,7 +239,7 @@ def response_headers(upstream_headers, upstream: UpstreamPolicy) -> list[tuple[s
     return kept
 
 
-def answer_problem(response) -> Rejection | None:
+def answer_problem(response: BaseHTTPResponse) -> Rejection | None:
     """A refusal for an upstream answer no client should get: a status outside 200-599 or a
     Content-Length that is not one number (RFC 9112 6.3: a proxy answers 502 for it)."""
     if not 200 <= response.status <= 599:
@@ -232,7 +256,7 @@ class Client:
     """Connection pools per upstream address, shared by every request of the process."""
 
     def __init__(self) -> None:
-        self._pools: dict[tuple, urllib3.HTTPConnectionPool] = {}
+        self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._addresses: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
 
@@ -258,7 +282,7 @@ class Client:
             with self._lock:
                 pool = self._pools.get(pool_key)
                 if pool is None:
-                    options = {"maxsize": settings.PROXY_POOL_SIZE, "block": False, "retries": False}
+                    size = settings.PROXY_POOL_SIZE
                     if upstream.scheme == "https":
                         pool = urllib3.HTTPSConnectionPool(
                             address,
@@ -266,10 +290,14 @@ class Client:
                             server_hostname=upstream.host,
                             assert_hostname=upstream.host,
                             cert_reqs="CERT_REQUIRED",
-                            **options,
+                            maxsize=size,
+                            block=False,
+                            retries=False,
                         )
                     else:
-                        pool = urllib3.HTTPConnectionPool(address, upstream.port, **options)
+                        pool = urllib3.HTTPConnectionPool(
+                            address, upstream.port, maxsize=size, block=False, retries=False
+                        )
                     self._pools[pool_key] = pool
         return pool
 
@@ -279,10 +307,11 @@ class Client:
         method: str,
         target: str,
         headers: dict[str, str],
-        body,
+        body: RequestBody,
         deadline: float,
-    ):
-        """Send the request; returns (urllib3 response, None) or (None, Rejection)."""
+    ) -> BaseHTTPResponse | Rejection:
+        """Send the request; returns the upstream's answer (its body not read yet) or the refusal to answer
+        instead."""
         remaining = deadline - time.monotonic()
         try:
             pool = self.pool(upstream)
@@ -299,20 +328,20 @@ class Client:
                 timeout=urllib3.Timeout(connect=remaining, read=remaining),
             )
         except UpstreamBlocked as exc:
-            return None, reject("upstream_unreachable", f"The upstream cannot be reached: {exc}")
+            return reject("upstream_unreachable", f"The upstream cannot be reached: {exc}")
         except NewConnectionError:  # before the timeouts: urllib3 makes it a ConnectTimeoutError subclass
-            return None, reject("upstream_unreachable", "The upstream refused the connection.")
+            return reject("upstream_unreachable", "The upstream refused the connection.")
         except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
-            return None, timeout_rejection(upstream)
+            return timeout_rejection(upstream)
         except HTTPError as exc:
-            return None, reject("upstream_unreachable", f"The upstream failed: {type(exc).__name__}.")
+            return reject("upstream_unreachable", f"The upstream failed: {type(exc).__name__}.")
         if problem := answer_problem(response):
             response.close()  # never reused: what follows on this connection cannot be trusted
-            return None, problem
-        return response, None
+            return problem
+        return response
 
 
-def stream_body(response, deadline: float) -> Iterator[bytes]:
+def stream_body(response: BaseHTTPResponse, deadline: float) -> Iterator[bytes]:
     """The upstream answer in chunks, within the total deadline; the connection goes back to the
     pool only when the body was read to its end."""
     finished = False
@@ -338,7 +367,9 @@ def stream_body(response, deadline: float) -> Iterator[bytes]:
             response.close()
 
 
-def read_small_body(response, upstream: UpstreamPolicy, deadline: float) -> tuple[bytes, Rejection | None]:
+def read_small_body(
+    response: BaseHTTPResponse, upstream: UpstreamPolicy, deadline: float
+) -> tuple[bytes, Rejection | None]:
     """The whole answer of known small length, within the deadline; or the refusal to answer instead:
     504 past the deadline, 502 for an answer cut short."""
     try:
@@ -360,4 +391,4 @@ def timeout_rejection(upstream: UpstreamPolicy) -> Rejection:
     return reject("upstream_timeout", f"The upstream did not answer within {upstream.timeout:g} s.")
 
 
-client: Client = Lazy(Client)  # type: ignore[assignment]
+client = lazy(Client)

@@ -13,7 +13,10 @@ import ipaddress
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -22,7 +25,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from keys import crypto, validators
 from keys.models import AccessToken, ApiKey, Upstream
 from keys.origins import OriginPattern, parse_pattern
-from proxy.lazy import Lazy
+from proxy.lazy import lazy
 
 
 class PolicyUnavailable(Exception):
@@ -74,7 +77,7 @@ class TokenPolicy:
     origins: tuple[OriginPattern, ...]
 
 
-def _timestamp(value) -> float | None:
+def _timestamp(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
@@ -225,32 +228,37 @@ class PushChannel:
         return state is not None and state[0] <= loaded_at and now - state[1] <= CHANNEL_SILENCE
 
 
-class _Store:
+P = TypeVar("P")  # the policy a store holds
+# (loaded at, long-lived?, the policy or None for "does not exist")
+_Entry = tuple[float, bool, P | None]
+
+
+class _Store(Generic[P]):
     """One kind of cached entry, least recently used evicted first.
 
     name -> (loaded at, long-lived?, value or None for "does not exist"). Ids that do not exist are
     kept apart, so a flood of made-up ids cannot push out the entries that real traffic uses.
     """
 
-    def __init__(self, loader, channel: PushChannel) -> None:
+    def __init__(self, loader: Callable[[str], P | None], channel: PushChannel) -> None:
         self._loader = loader
         self._channel = channel
-        self._found: OrderedDict[str, tuple[float, bool, object]] = OrderedDict()
-        self._missing: OrderedDict[str, tuple[float, bool, object]] = OrderedDict()
+        self._found: OrderedDict[str, _Entry[P]] = OrderedDict()
+        self._missing: OrderedDict[str, _Entry[P]] = OrderedDict()
         # Request threads and the listener thread share the dicts; an OrderedDict is not safe to
         # reorder while another thread pops from it. Never held while loading.
         self._lock = threading.Lock()
         # Loads in flight, by name: each a one-item list set to True when a drop of that name races it.
         self._loading: dict[str, list[list[bool]]] = {}
 
-    def _fresh(self, entry: tuple[float, bool, object], now: float) -> bool:
+    def _fresh(self, entry: _Entry[P], now: float) -> bool:
         loaded_at, long_lived, _ = entry
         age = now - loaded_at
         if age < SHORT_TTL:
             return True
         return long_lived and age < settings.PROXY_POLICY_TTL and self._channel.covers(loaded_at, now)
 
-    def get(self, name: str):
+    def get(self, name: str) -> P | None:
         now = time.monotonic()
         with self._lock:
             entry = self._found.get(name)
@@ -296,7 +304,7 @@ class _Store:
     def __contains__(self, name: str) -> bool:
         return name in self._found or name in self._missing
 
-    def drop(self, names) -> None:
+    def drop(self, names: Iterable[str]) -> None:
         with self._lock:
             for name in names:
                 self._found.pop(name, None)
@@ -333,7 +341,13 @@ class PolicyCache:
     def token(self, token: str) -> TokenPolicy | None:
         return self.tokens.get(crypto.hash_secret(token))
 
-    def drop(self, *, key_ids=(), token_hashes=(), upstream_slugs=()) -> None:
+    def drop(
+        self,
+        *,
+        key_ids: Iterable[str] = (),
+        token_hashes: Iterable[str] = (),
+        upstream_slugs: Iterable[str] = (),
+    ) -> None:
         self.keys.drop(key_ids)
         self.tokens.drop(token_hashes)
         self.upstreams.drop(upstream_slugs)
@@ -344,4 +358,4 @@ class PolicyCache:
         self.upstreams.clear()
 
 
-policies: PolicyCache = Lazy(PolicyCache)  # type: ignore[assignment]
+policies = lazy(PolicyCache)

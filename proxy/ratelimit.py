@@ -13,12 +13,16 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
 
 from proxy.checks import Rejection, reject
-from proxy.lazy import Lazy
+from proxy.lazy import lazy
 from proxy.policy import KeyPolicy
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,14 @@ used = redis.call('INCRBY', KEYS[1], grant)
 if used == grant then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
 return {grant, used}
 """
+
+
+class Counters(Protocol):
+    """Where the windows' counters live: Redis (RedisCounters) or this process (LocalCounters)."""
+
+    def lease(self, counter: str, limit: int, wanted: int, ttl: int) -> tuple[int, int]:
+        """Grant up to `wanted` units of `limit` from the counter: (granted, used in total after it)."""
+        ...
 
 
 class LocalCounters:
@@ -58,7 +70,7 @@ class LocalCounters:
 
 
 class RedisCounters:
-    def __init__(self, client=None) -> None:
+    def __init__(self, client: "redis.Redis | None" = None) -> None:
         from django_redis import get_redis_connection
 
         self._client = client if client is not None else get_redis_connection("default")
@@ -89,7 +101,7 @@ class Verdict:
 
 
 class Limiter:
-    def __init__(self, counters) -> None:
+    def __init__(self, counters: Counters) -> None:
         self.counters = counters
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
@@ -169,4 +181,4 @@ def _make_limiter() -> Limiter:
 
 
 # Shared counters in Redis when REDIS_URL is set, this process's own otherwise.
-limiter: Limiter = Lazy(_make_limiter, lambda: settings.REDIS_URL)  # type: ignore[assignment]
+limiter = lazy(_make_limiter, lambda: settings.REDIS_URL)

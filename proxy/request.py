@@ -9,12 +9,15 @@ from proxy.policy import KeyPolicy
 
 # Headers with which a client asks a framework to treat the request as another method.
 METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+# Where a chunked body, once read, is kept for the rest of the request: a key of its WSGI environ
+# (request.META), named as PEP 3333 names extensions; never a header, so never sent upstream.
+CHUNKED_BODY = "proxy.chunked_body"
 
 
 def facts_of(request: HttpRequest, now: float) -> checks.Facts:
     """What the checks read of the request."""
     return checks.Facts(
-        method=request.method,
+        method=request.method or "",  # None only on an HttpRequest made by hand; every handler sets it
         origin=request.headers.get("Origin"),
         authorization=request.headers.get("Authorization", ""),
         client_address=client_address(request),
@@ -27,6 +30,7 @@ def facts_of(request: HttpRequest, now: float) -> checks.Facts:
 
 
 def forwarded_headers(request: HttpRequest, ip: str, answer_headers: dict[str, str]) -> dict[str, str]:
+    """The X-Forwarded-* and X-Request-Id headers the proxy itself sends upstream."""
     return {
         "X-Forwarded-For": ip,
         "X-Forwarded-Proto": request.scheme,
@@ -44,19 +48,22 @@ def _chunked(request: HttpRequest) -> bool:
 def _chunked_body(request: HttpRequest) -> bytes:
     """A chunked request body (the server has de-chunked it), read once and at most one byte over the
     limit: its length is only known at the end, and 413 must come before any upstream byte."""
-    if not hasattr(request, "_proxy_chunked_body"):
-        stream, limit, parts, size = request.META["wsgi.input"], settings.PROXY_MAX_BODY_BYTES, [], 0
+    body: bytes | None = request.META.get(CHUNKED_BODY)
+    if body is None:
+        stream, limit, size = request.META["wsgi.input"], settings.PROXY_MAX_BODY_BYTES, 0
+        parts: list[bytes] = []
         while size <= limit:
             part = stream.read(min(65536, limit + 1 - size))
             if not part:
                 break
             parts.append(part)
             size += len(part)
-        request._proxy_chunked_body = b"".join(parts)
-    return request._proxy_chunked_body
+        body = request.META[CHUNKED_BODY] = b"".join(parts)
+    return body
 
 
 def content_length(request: HttpRequest) -> int:
+    """The body's length: as declared, or as read for a chunked body; 0 for none or a malformed one."""
     if _chunked(request):
         return len(_chunked_body(request))
     try:
@@ -65,7 +72,7 @@ def content_length(request: HttpRequest) -> int:
         return 0
 
 
-def body_to_send(request: HttpRequest):
+def body_to_send(request: HttpRequest) -> bytes | HttpRequest:
     """The body for urllib3: the request itself (streamed in blocks as it is sent) or, when it came
     chunked, the bytes already read."""
     return _chunked_body(request) if _chunked(request) else request
@@ -85,6 +92,7 @@ def check_rpc_body(request: HttpRequest, key: KeyPolicy) -> tuple[bytes | None, 
 
 
 def check_body_size(request: HttpRequest) -> checks.Rejection | None:
+    """413 for a body over PROXY_MAX_BODY_BYTES."""
     limit = settings.PROXY_MAX_BODY_BYTES
     if content_length(request) > limit:
         return checks.reject("payload_too_large", f"The request body is over {limit} bytes.")

@@ -1,6 +1,7 @@
 """The answers the relay sends: the contract's error body, a preflight, and the upstream's answer."""
 
 from django.http import HttpResponse, StreamingHttpResponse
+from urllib3 import BaseHTTPResponse
 
 from keys.errors import error_json
 from proxy import checks, cors, outbound
@@ -51,10 +52,17 @@ def preflight(key: KeyPolicy, origin: str, requested_headers: str, headers: dict
     )
 
 
-def relayed(answer, upstream: UpstreamPolicy, key: KeyPolicy, headers: dict[str, str], deadline: float):
+def relayed(
+    answer: BaseHTTPResponse,
+    upstream: UpstreamPolicy,
+    key: KeyPolicy,
+    headers: dict[str, str],
+    deadline: float,
+) -> HttpResponse | StreamingHttpResponse:
     """The upstream's answer: read whole when small and of known length, streamed otherwise. The status
     line's reason is the standard one: an upstream's own text is not trusted onto the wire."""
     length = answer.length_remaining
+    response: HttpResponse | StreamingHttpResponse
     if length is not None and length <= outbound.SMALL_ANSWER_BYTES:
         content, failure = outbound.read_small_body(answer, upstream, deadline)
         if failure:

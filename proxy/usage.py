@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Protocol
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -38,7 +39,7 @@ from keys.usage.store import (
 )
 
 # The store's contract (key and field formats, the local store) belongs to keys, whose roll-up reads it.
-from proxy.lazy import Lazy
+from proxy.lazy import lazy
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +54,25 @@ __all__ = [
 ]
 
 
+# One counter: (minute, key_id, outcome, rejection code, detail).
+Bucket = tuple[int, str, str, str, str]
+
+
+class UsageStore(Protocol):
+    """Where flushed counts go: Redis (RedisUsageStore) or this process (keys.usage.store.LocalUsageStore)."""
+
+    def add(self, counts: dict[Bucket, int], used_key_ids: set[str], now: float) -> list[str]:
+        """Add the counts; returns the keys whose last_used_at is due for an update."""
+        ...
+
+
 class RedisUsageStore:
     def __init__(self) -> None:
         from django_redis import get_redis_connection
 
         self._client = get_redis_connection("default")
 
-    def add(
-        self, counts: dict[tuple[int, str, str, str, str], int], used_key_ids: set[str], now: float
-    ) -> list[str]:
+    def add(self, counts: dict[Bucket, int], used_key_ids: set[str], now: float) -> list[str]:
         pipe = self._client.pipeline(transaction=False)
         for (minute, key_id, outcome, code, detail), count in counts.items():
             name = usage_key(minute)
@@ -76,9 +87,9 @@ class RedisUsageStore:
 
 
 class UsageCounter:
-    def __init__(self, store) -> None:
+    def __init__(self, store: UsageStore) -> None:
         self.store = store
-        self._counts: Counter = Counter()
+        self._counts: Counter[Bucket] = Counter()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.flush_failures = 0
@@ -133,7 +144,7 @@ class UsageCounter:
     def flush(self) -> None:
         """Move the counted usage to the store and touch last_used_at of the keys used."""
         with self._lock:
-            counts, self._counts = self._counts, Counter()
+            counts, self._counts = self._counts, Counter[Bucket]()
         if not counts:
             return
         now = time.time()
@@ -168,7 +179,7 @@ class UsageCounter:
             self._counts.clear()
             self._details.clear()
 
-    def pending(self) -> dict:
+    def pending(self) -> dict[Bucket, int]:
         with self._lock:
             return dict(self._counts)
 
@@ -180,4 +191,4 @@ def _make_counter() -> UsageCounter:
 
 
 # Flushed to Redis when REDIS_URL is set, kept for the in-process roll-up otherwise.
-usage: UsageCounter = Lazy(_make_counter, lambda: settings.REDIS_URL)  # type: ignore[assignment]
+usage = lazy(_make_counter, lambda: settings.REDIS_URL)

@@ -2,7 +2,7 @@
 
 import time
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from keys.request_ids import request_id
@@ -22,7 +22,10 @@ from proxy.usage import ALLOWED, UPSTREAM_ERROR, usage
 
 
 @csrf_exempt
-def relay(request: HttpRequest, upstream_slug: str, key_id: str, path: str = "") -> HttpResponse:
+def relay(
+    request: HttpRequest, upstream_slug: str, key_id: str, path: str = ""
+) -> HttpResponse | StreamingHttpResponse:
+    """A proxied call: /proxy/<upstream_slug>/<key_id>/<path>."""
     invalidation.start_listener()  # once per process; a no-op after that
     facts = facts_of(request, time.time())
     headers = answer_headers(request_id(request))
@@ -39,30 +42,34 @@ def _checked_relay(
     upstream_slug: str,
     key_id: str,
     path: str,
-) -> HttpResponse:
-    upstream, key = policies.upstream(upstream_slug), policies.key(key_id)
+) -> HttpResponse | StreamingHttpResponse:
+    found_upstream, found_key = policies.upstream(upstream_slug), policies.key(key_id)
     if facts.origin is not None:
-        headers.update(cors.cors_headers(facts.origin, cors.cors_allowed(key, facts.origin)))
+        headers.update(cors.cors_headers(facts.origin, cors.cors_allowed(found_key, facts.origin)))
     # 1-4: upstream, key, key state, key may call the upstream.
-    rejection = checks.check_upstream(upstream, upstream_slug) or checks.check_key(key, key_id, facts.now)
-    if rejection or (rejection := checks.check_upstream_allowed(key, upstream)):
-        return refuse(rejection, headers, key_id=key.key_id if key else None)
-    if cors.is_preflight(request.method, request.headers):
+    route = checks.check_route(found_upstream, upstream_slug, found_key, key_id, facts.now)
+    if isinstance(route, checks.Rejection):
+        return refuse(route, headers, key_id=found_key.key_id if found_key else None)
+    upstream, key = route.upstream, route.key
+    if facts.origin is not None and cors.is_preflight(facts.method, request.headers):
         return preflight(
             key, facts.origin, request.headers.get("Access-Control-Request-Headers", ""), headers
         )
     # 5-7: credentials, origin, the other allowlists; 8: limits; 9: path and body size.
     rejection, credential = checks.check_credentials(key, facts, policies.token)
     rejection = rejection or checks.check_origin(key, facts, credential) or checks.check_client(key, facts)
+    body: outbound.RequestBody  # a JSON-RPC body already read for its check, else read when sent
     body, rejection = check_rpc_body(request, key) if not rejection else (None, rejection)
     if not rejection:
         verdict = limiter.check(key, facts.now)
         headers.update(verdict.headers)
         rejection = verdict.rejection
-    target = outbound.outbound_path(upstream, path)
-    if not rejection and target is None:
+    if rejection:
+        return refuse(rejection, headers, key_id=key.key_id)
+    if (target := outbound.outbound_path(upstream, path)) is None:
         rejection = checks.reject("invalid_path", "The path may not leave the upstream's base path.")
-    if rejection or (rejection := check_body_size(request)):
+        return refuse(rejection, headers, key_id=key.key_id)
+    if rejection := check_body_size(request):
         return refuse(rejection, headers, key_id=key.key_id)
     # 10: the call, within the upstream's total deadline.
     deadline = time.monotonic() + upstream.timeout
@@ -75,11 +82,11 @@ def _checked_relay(
         out_headers["Content-Length"] = str(length)
         body = body_to_send(request) if body is None else body
     query = outbound.outbound_query(upstream, request.META.get("QUERY_STRING", ""))
-    answer, failure = outbound.client.send(
-        upstream, request.method, f"{target}?{query}" if query else target, out_headers, body, deadline
+    answer = outbound.client.send(
+        upstream, facts.method, f"{target}?{query}" if query else target, out_headers, body, deadline
     )
-    if failure:
-        return refuse(failure, headers, key_id=key.key_id, outcome=UPSTREAM_ERROR)
+    if isinstance(answer, checks.Rejection):
+        return refuse(answer, headers, key_id=key.key_id, outcome=UPSTREAM_ERROR)
     usage.count(key.key_id, ALLOWED)
     return relayed(answer, upstream, key, headers, deadline)
 

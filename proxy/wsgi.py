@@ -10,7 +10,8 @@ Django's test client.
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import WSGIRequest
@@ -24,11 +25,11 @@ logger = logging.getLogger(__name__)
 
 _RELAY = re.compile(PROXY_PREFIX[1:] + RELAY_PATH.removeprefix("^"))
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
-
-def proxy_application(environ: dict, start_response: Callable) -> Iterable[bytes]:
+def proxy_application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """The WSGI application for /proxy/ paths."""
     request = WSGIRequest(environ)
+    response: HttpResponse | StreamingHttpResponse
     match = _RELAY.match(request.path_info[1:])
     try:
         request.get_host()  # the site's rule (DJANGO_ALLOWED_HOSTS) holds here too; never sent upstream
@@ -43,7 +44,7 @@ def proxy_application(environ: dict, start_response: Callable) -> Iterable[bytes
     return _answer(response, start_response)
 
 
-def _answer(response: HttpResponse | StreamingHttpResponse, start_response: Callable) -> Iterable[bytes]:
+def _answer(response: HttpResponse | StreamingHttpResponse, start_response: StartResponse) -> Iterable[bytes]:
     start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
     if isinstance(response, HttpResponse):
         # An answer already in memory goes back as a list: WSGI servers write a list in one go,
@@ -52,11 +53,11 @@ def _answer(response: HttpResponse | StreamingHttpResponse, start_response: Call
     return response  # streaming: the server calls close(), which closes the upstream answer
 
 
-def with_proxy_fast_path(site: WSGIApp) -> WSGIApp:
+def with_proxy_fast_path(site: WSGIApplication) -> WSGIApplication:
     """Serve /proxy/ with proxy_application and everything else with `site`, each only on its own
     hosts when PROXY_HOSTS is set (proxy/hosts.py)."""
 
-    def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         route = hosts.route_for(environ.get("HTTP_HOST", ""), path)
         if route == "proxy":

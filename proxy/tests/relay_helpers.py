@@ -3,19 +3,29 @@
 import base64
 import http.client
 import json
+from dataclasses import dataclass
 
 UPSTREAM_CREDENTIAL = "upstream-credential-value"
 
 
-def raw_get(site, target: str, headers=None) -> http.client.HTTPResponse:
+@dataclass(frozen=True)
+class RawAnswer:
+    """An answer read whole, with urllib3's names (status, headers, data), so error_code reads either."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    data: bytes
+
+
+def raw_get(site, target: str, headers=None) -> RawAnswer:
     """A request with the target exactly as written (no client-side normalisation)."""
     host, port = site.url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     connection.request("GET", target, headers=headers or {})
     response = connection.getresponse()
-    response.data = response.read()
+    answer = RawAnswer(response.status, response.headers, response.read())
     connection.close()
-    return response
+    return answer
 
 
 def error_code(response) -> str:

@@ -342,6 +342,7 @@ def test_other_rejections_have_no_detail(rejection):
 def test_method_override_headers_are_held_to_the_http_method_allowlist():
     key = make_key(http_methods=frozenset({"GET"}))
     refused = checks.check_client(key, facts(method="GET", method_overrides=("DELETE",)))
+    assert refused is not None
     assert (refused.code, refused.detail) == ("http_method_not_allowed", "DELETE")
     assert checks.check_client(key, facts(method="GET", method_overrides=("GET",))) is None
     assert checks.check_client(make_key(), facts(method="GET", method_overrides=("DELETE",))) is None

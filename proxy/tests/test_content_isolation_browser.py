@@ -54,7 +54,9 @@ def test_a_proxied_page_cannot_act_as_the_signed_in_portal_user(site, tenant):
         key, _ = services.api_key_create(tenant=tenant, name="bait", upstreams=[upstream], actor="test")
         browser_client = Client()
         browser_client.force_login(owner)
-        state = session_state(site.url, browser_client.session.session_key)
+        session_key = browser_client.session.session_key
+        assert session_key is not None  # force_login saved the session
+        state = session_state(site.url, session_key)
 
         with browser_page(storage_state=state) as browser:
             browser.goto(f"{site.url}/portal/keys")  # signed in: the session is live

@@ -144,13 +144,14 @@ def test_local_limiter_never_lets_more_than_the_limit_through():
 
 
 def test_usage_is_counted_per_key_minute_outcome_and_code_and_last_used_is_touched_once_a_minute(api_key):
-    counter = UsageCounter(LocalUsageStore())
+    store = LocalUsageStore()
+    counter = UsageCounter(store)
     counter.count(api_key.key_id, usage_module.ALLOWED)
     counter.count(api_key.key_id, usage_module.ALLOWED)
     counter.count(api_key.key_id, usage_module.REJECTED, "origin_not_allowed")
     counter.flush()
     minute = int(time.time() // 60) * 60
-    counts = counter.store.minutes[minute]
+    counts = store.minutes[minute]
     assert counts[f"{api_key.key_id}|allowed|"] == 2
     assert counts[f"{api_key.key_id}|rejected|origin_not_allowed"] == 1
     first = ApiKey.objects.get(pk=api_key.pk).last_used_at

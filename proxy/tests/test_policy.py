@@ -110,7 +110,8 @@ def test_a_hot_key_survives_a_flood_of_unknown_well_formed_key_ids(api_key, djan
     for _ in range(200):
         assert policies.key(crypto.new_key_id()) is None  # checksum right, no such key: one lookup each
     with django_assert_num_queries(0):
-        assert policies.key(api_key.key_id).key_id == api_key.key_id
+        policy = policies.key(api_key.key_id)
+        assert policy is not None and policy.key_id == api_key.key_id
 
 
 # --- freshness, judged when read ------------------------------------------------------------------
@@ -199,7 +200,12 @@ def test_a_load_that_raced_a_drop_of_its_name_is_trusted_one_second_only(clock):
     store = _Store(load_while_the_key_changes, channel)
     assert store.get("key") == "policy read before the change"
     loads = []
-    store._loader = lambda name: loads.append(name) or "policy after the change"
+
+    def load_after_the_change(name):
+        loads.append(name)
+        return "policy after the change"
+
+    store._loader = load_after_the_change
     _keep_answering(channel, clock, 1.25)
     assert store.get("key") == "policy after the change"
     assert loads == ["key"]

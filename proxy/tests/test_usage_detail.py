@@ -61,16 +61,27 @@ def pool():
     manager.clear()
 
 
+class _Proxy:
+    """proxy(key, method=..., headers=..., body=...) calls the proxy and returns the error code it answered;
+    proxy.url(key) is the URL it calls."""
+
+    def __init__(self, site, pool) -> None:
+        self._site, self._pool = site, pool
+
+    def __call__(self, key, *, method="GET", headers=None, body=None, upstream="echo") -> str:
+        response = self._pool.request(
+            method, self.url(key, upstream), headers=headers, body=body, redirect=False
+        )
+        return json.loads(response.data)["error"]["code"]
+
+    def url(self, key, upstream="echo") -> str:
+        return f"{self._site.url}/proxy/{upstream}/{key.key_id}/"
+
+
 @pytest.fixture
 def proxy(site, pool):
     """Call the proxy and return the error code it answered: proxy(key, method=..., headers=..., body=...)."""
-
-    def call(key, *, method="GET", headers=None, body=None, upstream="echo") -> str:
-        response = pool.request(method, call.url(key, upstream), headers=headers, body=body, redirect=False)
-        return json.loads(response.data)["error"]["code"]
-
-    call.url = lambda key, upstream="echo": f"{site.url}/proxy/{upstream}/{key.key_id}/"
-    return call
+    return _Proxy(site, pool)
 
 
 def raw_request(site, method: str, target: str, headers: dict[str, bytes]) -> int:

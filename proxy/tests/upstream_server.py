@@ -312,7 +312,11 @@ class _Server(ThreadingHTTPServer):
         self._open: dict[socket.socket, threading.Thread] = {}
         super().__init__(("127.0.0.1", 0), _Handler)
 
-    def process_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+    # typeshed types BaseServer's request for every server kind (a UDP one's is a (data, socket) pair);
+    # a TCP server's is always its connection's socket.
+    def process_request(  # type: ignore[override]
+        self, request: socket.socket, client_address: tuple[str, int]
+    ) -> None:
         # Our own bookkeeping (instead of ThreadingMixIn's) so that stop() can wake and join every handler.
         thread = threading.Thread(
             target=self._serve_connection,
@@ -344,7 +348,9 @@ class _Server(ThreadingHTTPServer):
         for _, thread in open_now:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def handle_error(self, request: socket.socket, client_address: tuple[str, int]) -> None:
+    def handle_error(  # type: ignore[override]  # a TCP server's request is a socket (process_request)
+        self, request: socket.socket, client_address: tuple[str, int]
+    ) -> None:
         if self.stopping.is_set() or isinstance(sys.exc_info()[1], OSError):
             return  # a client that left, or a connection stop() shut: not a failure of the server
         super().handle_error(request, client_address)
