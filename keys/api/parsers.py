@@ -33,9 +33,11 @@ def parse_json(raw: bytes) -> object:
         return {}
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return _storable(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise exceptions.ParseError("JSON parse error - the body is not valid JSON.") from exc
-    return _storable(data)
+    except RecursionError as exc:  # a body nested deeper than the parser goes: a client's input, not a fault
+        raise exceptions.ParseError("JSON parse error - the body is nested too deeply.") from exc
 
 
 class StrictJSONParser(parsers.JSONParser):

@@ -112,3 +112,22 @@ def test_the_api_answers_again_once_the_database_is_back(api):
     with database_unreachable():
         error_of(api.get("/api/v1/keys"), 503, "service_unavailable")
     assert api.get("/api/v1/keys").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000],
+    ids=["arrays", "objects"],
+)
+def test_json_nested_past_the_parsers_depth_is_400_not_500(api, api_key_and_secret, body):
+    api_key, secret = api_key_and_secret
+    for method, url in [("post", "/api/v1/keys"), ("patch", f"/api/v1/keys/{api_key.key_id}")]:
+        response = getattr(api, method)(url, data=body, content_type="application/json")
+        error_of(response, 400, "invalid_request")
+    exchange = APIClient().post(
+        "/api/v1/tokens",
+        data=body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=basic(api_key.key_id, secret),
+    )
+    error_of(exchange, 400, "invalid_request")
