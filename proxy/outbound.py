@@ -75,6 +75,9 @@ CHUNK_SIZE = 64 * 1024
 # Answers up to this size (by their Content-Length) are read whole and written in one go; larger or
 # unknown-length answers are streamed.
 SMALL_ANSWER_BYTES = 64 * 1024
+# The largest Content-Length believed (a petabyte): past it the number cannot be true, and servers that
+# keep lengths in 63 or 64 bits fail on it.
+MAX_ANSWER_LENGTH = 10**15
 
 
 class FieldLines(Protocol):
@@ -239,6 +242,10 @@ def response_headers(upstream_headers: FieldLines, upstream: UpstreamPolicy) -> 
     return kept
 
 
+def _believable_length(text: str) -> bool:
+    return text.isascii() and text.isdigit() and int(text) <= MAX_ANSWER_LENGTH
+
+
 def answer_problem(response: BaseHTTPResponse) -> Rejection | None:
     """A refusal for an upstream answer no client should get: a status outside 200-599 or a
     Content-Length that is not one number (RFC 9112 6.3: a proxy answers 502 for it)."""
@@ -246,7 +253,11 @@ def answer_problem(response: BaseHTTPResponse) -> Rejection | None:
         return reject("upstream_unreachable", f"The upstream answered with status {response.status}.")
     lengths = {value.strip() for value in response.headers.getlist("content-length")}
     if "transfer-encoding" not in response.headers and (
-        len(lengths) > 1 or any(not (length.isascii() and length.isdigit()) for length in lengths)
+        len(lengths) > 1
+        or any(
+            not (length.isascii() and length.isdigit()) or int(length) > MAX_ANSWER_LENGTH
+            for length in lengths
+        )
     ):
         return reject("upstream_unreachable", "The upstream sent an invalid Content-Length.")
     return None
@@ -372,11 +383,24 @@ def read_small_body(
 ) -> tuple[bytes, Rejection | None]:
     """The whole answer of known small length, within the deadline; or the refusal to answer instead:
     504 past the deadline, 502 for an answer cut short."""
+    parts: list[bytes] = []
     try:
-        sock = getattr(response.connection, "sock", None)
-        if sock is not None:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-        body = response.read()
+        # Piece by piece, each read bounded by what is left of the deadline: one read() of the whole
+        # length would give every socket read the full timeout again, so an upstream sending a byte a
+        # second would hold the call for as many seconds as the answer has bytes.
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                response.close()
+                return b"", timeout_rejection(upstream)
+            sock = getattr(response.connection, "sock", None)
+            if sock is not None:
+                sock.settimeout(remaining)
+            part = response.read1(CHUNK_SIZE)
+            if not part:
+                break
+            parts.append(part)
+        body = b"".join(parts)
     except (ReadTimeoutError, TimeoutError):
         response.close()
         return b"", timeout_rejection(upstream)

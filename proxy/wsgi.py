@@ -23,7 +23,9 @@ from proxy.urls import RELAY_PATH
 
 logger = logging.getLogger(__name__)
 
-_RELAY = re.compile(PROXY_PREFIX[1:] + RELAY_PATH.removeprefix("^"))
+# DOTALL: a path with a (decoded) line break still names an upstream and a key, and the relay refuses
+# it as a path with a control character (400 invalid_path) rather than as an unknown URL.
+_RELAY = re.compile(PROXY_PREFIX[1:] + RELAY_PATH.removeprefix("^"), re.DOTALL)
 
 
 def proxy_application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

@@ -7,10 +7,13 @@ import threading
 
 class RawUpstream:
     """`with RawUpstream(answer) as raw:` serves `answer` (bytes, sent as is) on 127.0.0.1:`raw.port`,
-    then closes the connection; `raw.requests` holds the request heads received (bytes)."""
+    then closes the connection; `raw.requests` holds the request heads received (bytes). With
+    `drip_from`, the answer's bytes from there on come one at a time, `drip_every` seconds apart."""
 
-    def __init__(self, answer: bytes) -> None:
+    def __init__(self, answer: bytes, *, drip_from: int | None = None, drip_every: float = 0.25) -> None:
         self.answer = answer
+        # From this byte of the answer on, one byte every `drip_every` seconds (a slow upstream).
+        self.drip_from, self.drip_every = drip_from, drip_every
         self.requests: list[bytes] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
@@ -40,7 +43,14 @@ class RawUpstream:
                         return
                     head += part
                 self.requests.append(head.split(b"\r\n\r\n", 1)[0])
-                connection.sendall(self.answer)
+                if self.drip_from is None:
+                    connection.sendall(self.answer)
+                else:
+                    connection.sendall(self.answer[: self.drip_from])
+                    for index in range(self.drip_from, len(self.answer)):
+                        if self._stopping.wait(self.drip_every):
+                            return
+                        connection.sendall(self.answer[index : index + 1])
                 connection.shutdown(socket.SHUT_WR)
             except OSError:
                 return

@@ -4,6 +4,7 @@ upstream's credential, nothing reaches the upstream that it must not."""
 
 import json
 import socket
+import time
 
 import pytest
 from django.conf import settings
@@ -29,10 +30,10 @@ def raw_upstream(local_upstream, make_key):
     server that answers `answer` byte for byte, and a key that may call it."""
     servers = []
 
-    def start(answer: bytes, **fields):
-        server = RawUpstream(answer).__enter__()
+    def start(answer: bytes, *, drip_from: int | None = None, **fields):
+        server = RawUpstream(answer, drip_from=drip_from).__enter__()
         servers.append(server)
-        upstream = local_upstream("raw", f"{server.url}/base", timeout_seconds=3, **fields)
+        upstream = local_upstream("raw", f"{server.url}/base", **{"timeout_seconds": 3, **fields})
         key, secret = make_key(upstreams=[upstream])
         return server, key, secret
 
@@ -176,6 +177,8 @@ def test_obs_fold_in_an_upstream_header_is_relayed_as_one_line(proxy, raw_upstre
         b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\nok",
         b"HTTP/1.1 700 Odd\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 2000 OK\r\n\r\n",
         b"NOT HTTP AT ALL\r\n\r\n",
@@ -315,3 +318,20 @@ def test_any_query_bytes_are_relayed_or_refused_never_a_500(site, make_key, upst
             answer += part
     status = int(answer.split(b" ", 2)[1])
     assert status in (200, 400), answer[:300]
+
+
+def test_a_known_length_answer_sent_a_byte_at_a_time_is_cut_at_the_deadline(proxy, raw_upstream):
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n"
+    _, key, secret = raw_upstream(head + b"x" * 30, drip_from=len(head), timeout_seconds=1)
+    started = time.monotonic()
+    response = proxy(key, upstream="raw", secret=secret)
+    assert response.status == 504 and error_code(response) == "upstream_timeout"
+    assert time.monotonic() - started < 2.5  # the deadline is 1 s; 30 bytes a quarter-second apart take 7.5 s
+
+
+@pytest.mark.parametrize("tail", ["a%0ab", "a%0a", "%0d%0aX-Injected:%201"])
+def test_a_line_break_in_the_path_is_400_invalid_path(site, make_key, upstream_server, tail):
+    key, secret = make_key()
+    response = raw_get(site, f"/proxy/echo/{key.key_id}/{tail}", {"Authorization": basic(secret)})
+    assert response.status == 400 and error_code(response) == "invalid_path"
+    assert len(upstream_server.requests) == 0
