@@ -346,6 +346,10 @@ class Client:
             return timeout_rejection(upstream)
         except HTTPError as exc:
             return reject("upstream_unreachable", f"The upstream failed: {type(exc).__name__}.")
+        except ValueError:
+            # http.client refuses a header value with a line break: a credential stored before such
+            # values were refused at save. The upstream cannot be called until it is re-entered.
+            return reject("upstream_unreachable", "The upstream's credential cannot be sent; re-enter it.")
         if problem := answer_problem(response):
             response.close()  # never reused: what follows on this connection cannot be trusted
             return problem

@@ -10,6 +10,8 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from keys import crypto
+from keys.models import Upstream
 from proxy.tests.raw_upstream import RawUpstream, http_answer
 from proxy.tests.relay_helpers import UPSTREAM_CREDENTIAL, basic, error_code, raw_get
 
@@ -335,3 +337,19 @@ def test_a_line_break_in_the_path_is_400_invalid_path(site, make_key, upstream_s
     response = raw_get(site, f"/proxy/echo/{key.key_id}/{tail}", {"Authorization": basic(secret)})
     assert response.status == 400 and error_code(response) == "invalid_path"
     assert len(upstream_server.requests) == 0
+
+
+def test_a_credential_stored_before_line_breaks_were_refused_is_502_not_500(proxy, make_key, upstream_server):
+    upstream = Upstream(
+        slug="legacy",
+        base_url=f"{upstream_server.url}/echo",
+        auth_type="header",
+        auth_name="X-Api-Key",
+        auth_value_encrypted=crypto.encrypt("value\r\nX-Injected: 1"),
+        allow_private_network=True,
+    )
+    upstream.save()  # as an older release let it be saved; today's services refuse it
+    key, secret = make_key(upstreams=[upstream])
+    response = proxy(key, upstream="legacy", secret=secret)
+    assert response.status == 502 and error_code(response) == "upstream_unreachable"
+    assert "value" not in response.data.decode() and len(upstream_server.requests) == 0
