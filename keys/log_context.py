@@ -4,6 +4,8 @@ site's RequestIdMiddleware and the proxy's fast path set, read by a logging filt
 import logging
 from contextvars import ContextVar, Token
 
+from pythonjsonlogger.json import JsonFormatter
+
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
 
@@ -25,6 +27,14 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def json_formatter() -> JsonFormatter:
+    """The production formatter: one JSON object a line; a record's extra fields become its keys."""
+    return JsonFormatter(
+        ["asctime", "levelname", "name", "message", "request_id"],
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+    )
+
+
 def logging_config(*, log_format: str, level: str) -> dict[str, object]:
     """The LOGGING dict of every process (server, Celery worker and beat): one JSON object a line in
     production, readable text for people (`LOG_FORMAT=text`)."""
@@ -33,11 +43,7 @@ def logging_config(*, log_format: str, level: str) -> dict[str, object]:
         "disable_existing_loggers": False,
         "filters": {"request_id": {"()": "keys.log_context.RequestIdFilter"}},
         "formatters": {
-            "json": {
-                "()": "pythonjsonlogger.json.JsonFormatter",
-                "fmt": ["asctime", "levelname", "name", "message", "request_id"],
-                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-            },
+            "json": {"()": "keys.log_context.json_formatter"},
             "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         },
         "handlers": {
