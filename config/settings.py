@@ -13,6 +13,8 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
+from keys.log_context import logging_config
+
 # Lets the classes the stubs make generic be subscripted at run time too (admin.ModelAdmin[ApiKey],
 # forms.ModelForm[Upstream]), as keys/admin.py does for its types.
 django_stubs_ext.monkeypatch()
@@ -252,15 +254,10 @@ CORS_ALLOWED_ORIGINS = env_list("API_CORS_ALLOWED_ORIGINS")
 CORS_EXPOSE_HEADERS = ["X-Request-Id", "Retry-After"]
 CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-csrftoken", "x-request-id", "x-tenant"]
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # Refusals (4xx) are answers, not incidents: django.request logs only server errors.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "django.request": {"level": "ERROR"}},
-}
+# One JSON object a line (python-json-logger) unless LOG_FORMAT=text; text by default under DJANGO_DEBUG
+# (`make run`), so people read it. Every line carries the request id when there is one.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text" if DEBUG else "json")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=os.environ.get("LOG_LEVEL", "INFO"))
 
 # --- The tenant web portal (portal/) ---
 LOGIN_URL = "portal:login"
@@ -300,6 +297,10 @@ EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "sent-mail"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "API keys <noreply@localhost>")
 
 # --- The proxy (DESIGN.md "The proxy") ---
+# One access line per proxied request (logger proxy.access, at the end of the answer); 0 turns it off.
+PROXY_ACCESS_LOG = env_bool("PROXY_ACCESS_LOG", True)
+# The share of access lines written, 0..1 (answers of 500 and over are always written).
+PROXY_ACCESS_LOG_SAMPLE = min(1.0, max(0.0, float(os.environ.get("PROXY_ACCESS_LOG_SAMPLE", "1"))))
 # Largest request body relayed upstream, in bytes; larger ones answer 413 before any upstream byte.
 PROXY_MAX_BODY_BYTES = int(os.environ.get("PROXY_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
 # Seconds a cached key/upstream/token policy is trusted while the Redis push channel is live and has been

@@ -58,6 +58,8 @@ REQUEST_DROPPED = HOP_BY_HOP | {
     "host",
     "content-length",
     "x-request-id",
+    "traceparent",  # the proxy sends its own (proxy/tracing.py), tracestate only with a valid one
+    "tracestate",
     "forwarded",
     "x-real-ip",
     "x-client-ip",

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from keys.client_address import client_address
-from proxy import checks
+from proxy import checks, tracing
 from proxy.policy import KeyPolicy
 
 # Headers with which a client asks a framework to treat the request as another method.
@@ -30,12 +30,13 @@ def facts_of(request: HttpRequest, now: float) -> checks.Facts:
 
 
 def forwarded_headers(request: HttpRequest, ip: str, answer_headers: dict[str, str]) -> dict[str, str]:
-    """The X-Forwarded-* and X-Request-Id headers the proxy itself sends upstream."""
+    """The X-Forwarded-*, X-Request-Id and trace context headers the proxy itself sends upstream."""
     return {
         "X-Forwarded-For": ip,
         "X-Forwarded-Proto": request.scheme,
         "X-Forwarded-Host": request.META.get("HTTP_HOST", ""),
         "X-Request-Id": answer_headers["X-Request-Id"],
+        **tracing.upstream_trace_headers(tracing.trace_of(request)),
     }
 
 

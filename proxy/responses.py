@@ -4,7 +4,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from urllib3 import BaseHTTPResponse
 
 from keys.errors import error_json
-from proxy import checks, cors, outbound
+from proxy import access_log, checks, cors, outbound
 from proxy.policy import KeyPolicy, UpstreamPolicy
 from proxy.usage import REJECTED, UPSTREAM_ERROR, usage
 
@@ -25,6 +25,7 @@ def refuse(
     rejection: checks.Rejection, headers: dict[str, str], *, key_id: str | None, outcome: str = REJECTED
 ) -> HttpResponse:
     """The contract's error answer, with the CORS, request-id and rate-limit headers gathered so far."""
+    access_log.note_code(rejection.code)
     if key_id is not None:
         usage.count(key_id, outcome, rejection.code, rejection.detail)
     response = HttpResponse(

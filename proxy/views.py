@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from keys.request_ids import request_id
-from proxy import checks, cors, hosts, invalidation, outbound
+from proxy import access_log, checks, cors, hosts, invalidation, outbound
 from proxy.policy import PolicyUnavailable, policies
 from proxy.ratelimit import limiter
 from proxy.request import (
@@ -44,6 +44,7 @@ def _checked_relay(
     path: str,
 ) -> HttpResponse | StreamingHttpResponse:
     found_upstream, found_key = policies.upstream(upstream_slug), policies.key(key_id)
+    access_log.note_key(found_key)
     if facts.origin is not None:
         headers.update(cors.cors_headers(facts.origin, cors.cors_allowed(found_key, facts.origin)))
     # 1-4: upstream, key, key state, key may call the upstream.

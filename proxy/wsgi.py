@@ -17,7 +17,9 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 
-from proxy import hosts, views
+from keys.log_context import bind_request_id, unbind_request_id
+from keys.request_ids import request_id
+from proxy import access_log, hosts, views
 from proxy.hosts import PROXY_PREFIX
 from proxy.urls import RELAY_PATH
 
@@ -31,19 +33,29 @@ _RELAY = re.compile(PROXY_PREFIX[1:] + RELAY_PATH.removeprefix("^"), re.DOTALL)
 def proxy_application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     """The WSGI application for /proxy/ paths."""
     request = WSGIRequest(environ)
-    response: HttpResponse | StreamingHttpResponse
     match = _RELAY.match(request.path_info[1:])
+    access = access_log.begin(request, match["upstream_slug"] if match else None)
+    bound = bind_request_id(request_id(request))  # every log line of this request carries its id
+    try:
+        response = _proxy_response(request, match)
+    finally:
+        unbind_request_id(bound)
+    access_log.finish(access, response)  # now, or when a streamed answer is closed
+    return _answer(response, start_response)
+
+
+def _proxy_response(
+    request: WSGIRequest, match: re.Match[str] | None
+) -> HttpResponse | StreamingHttpResponse:
     try:
         request.get_host()  # the site's rule (DJANGO_ALLOWED_HOSTS) holds here too; never sent upstream
     except DisallowedHost:
-        response = views.bad_host(request)
-    else:
-        try:
-            response = views.relay(request, **match.groupdict("")) if match else views.not_found(request)
-        except Exception:
-            logger.exception("proxy: unexpected error")
-            response = views.internal_error(request)
-    return _answer(response, start_response)
+        return views.bad_host(request)
+    try:
+        return views.relay(request, **match.groupdict("")) if match else views.not_found(request)
+    except Exception:
+        logger.exception("proxy: unexpected error")
+        return views.internal_error(request)
 
 
 def _answer(response: HttpResponse | StreamingHttpResponse, start_response: StartResponse) -> Iterable[bytes]:

@@ -1,0 +1,108 @@
+"""One access line per proxied request (logger `proxy.access`), written when the answer is done: at
+once for an answer in memory, when a streamed one ends or is closed. It holds no secret, token,
+credential or query string: the path only (the query may carry the upstream's credential)."""
+
+import logging
+import random
+import time
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from keys.request_ids import request_id
+from proxy.policy import KeyPolicy
+from proxy.tracing import trace_of
+
+logger = logging.getLogger("proxy.access")
+PATH_MAX = 512  # a longer path is cut: the line stays one line of a sane size
+
+
+@dataclass(slots=True)
+class Access:
+    """What the access line reports, filled in as the relay learns it."""
+
+    request: HttpRequest
+    started: float
+    upstream: str | None = None
+    key: str | None = None
+    tenant: int | None = None
+    code: str | None = None  # the contract's error code of a refusal
+    bound: Token["Access | None"] | None = None
+
+    def write(self, status: int) -> None:
+        """The access line, when the settings ask for this one."""
+        if not settings.PROXY_ACCESS_LOG:
+            return
+        sample = settings.PROXY_ACCESS_LOG_SAMPLE
+        if status < 500 and sample < 1.0 and random.random() >= sample:  # noqa: S311  (not security)
+            return  # sampled out; server errors are always written
+        request = self.request
+        logger.info(
+            "%s %s %s",
+            request.method,
+            request.path[:PATH_MAX],
+            status,
+            extra={
+                "request_id": request_id(request),
+                "method": request.method,
+                "path": request.path[:PATH_MAX],
+                "upstream": self.upstream,
+                "key": self.key,
+                "tenant": self.tenant,
+                "status": status,
+                "code": self.code,
+                "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+                "trace_id": trace_of(request).trace_id,
+            },
+        )
+
+
+_current: ContextVar[Access | None] = ContextVar("proxy_access", default=None)
+
+
+def begin(request: HttpRequest, upstream: str | None) -> Access:
+    """Start the request's access record; the relay adds to it through `note_key` and `note_code`."""
+    access = Access(request, time.perf_counter(), upstream=upstream)
+    access.bound = _current.set(access)
+    return access
+
+
+def note_key(key: KeyPolicy | None) -> None:
+    if key is not None and (access := _current.get()) is not None:
+        access.key, access.tenant = key.key_id, key.tenant_id
+
+
+def note_code(code: str) -> None:
+    if (access := _current.get()) is not None:
+        access.code = code
+
+
+class _WrittenOnClose:
+    """A streamed body whose close() writes the access line. Django's response.close(), which the WSGI
+    server calls when the stream ends or the client leaves, calls it after closing the upstream answer
+    (registered first); nothing is buffered."""
+
+    def __init__(self, chunks: Iterable[bytes], access: Access, status: int) -> None:
+        self._chunks, self._access, self._status = chunks, access, status
+        self._written = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
+
+    def close(self) -> None:
+        if not self._written:
+            self._written = True
+            self._access.write(self._status)
+
+
+def finish(access: Access, response: HttpResponse | StreamingHttpResponse) -> None:
+    """Write the access line now, or for a streamed answer when its stream is closed."""
+    if access.bound is not None:
+        _current.reset(access.bound)
+    if not isinstance(response, StreamingHttpResponse):
+        access.write(response.status_code)
+    elif isinstance(chunks := response.streaming_content, Iterator):  # the relay's streams are sync
+        response.streaming_content = _WrittenOnClose(chunks, access, response.status_code)
