@@ -30,6 +30,7 @@ from urllib3.exceptions import (
 
 from keys import validators
 from keys.models import AuthType
+from proxy import metrics
 from proxy.checks import Rejection, reject
 from proxy.lazy import lazy
 from proxy.policy import UpstreamPolicy
@@ -323,7 +324,7 @@ class Client:
     ) -> BaseHTTPResponse | Rejection:
         """Send the request; returns the upstream's answer (its body not read yet) or the refusal to answer
         instead."""
-        remaining = deadline - time.monotonic()
+        remaining, sent = deadline - time.monotonic(), time.perf_counter()
         try:
             pool = self.pool(upstream)
             response = pool.urlopen(
@@ -346,6 +347,8 @@ class Client:
             return timeout_rejection(upstream)
         except HTTPError as exc:
             return reject("upstream_unreachable", f"The upstream failed: {type(exc).__name__}.")
+        finally:
+            metrics.upstream_answered(upstream.slug, sent)
         if problem := answer_problem(response):
             response.close()  # never reused: what follows on this connection cannot be trusted
             return problem
