@@ -145,8 +145,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Security headers; production values are switched on by DJANGO_SECURE=1 (behind TLS).
 SECURE = env_bool("DJANGO_SECURE", not DEBUG)
 SECURE_SSL_REDIRECT = SECURE and env_bool("DJANGO_SSL_REDIRECT", True)
-# Load-balancer probes speak plain HTTP to the process: health and readiness never redirect.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Load-balancer probes and Prometheus speak plain HTTP to the process: health, readiness and metrics
+# never redirect.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY") else None
 SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000" if SECURE else "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
@@ -321,6 +322,10 @@ PROXY_USAGE_FLUSH_SECONDS = float(os.environ.get("PROXY_USAGE_FLUSH_SECONDS", "1
 PROXY_CORS_MAX_AGE = int(os.environ.get("PROXY_CORS_MAX_AGE", "600"))
 # Load balancers whose X-Forwarded-For is believed (CIDRs, comma-separated); none by default.
 PROXY_TRUSTED_PROXIES = env_list("PROXY_TRUSTED_PROXIES")
+# Who may read /metrics: client addresses (CIDRs, comma-separated; loopback only by default) and, when
+# set, the bearer token they must also send.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "127.0.0.1/32,::1/128")
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # Bounds on user-agent allowlist entries, checked when a key is saved (keys/validators.py), so matching
 # stays cheap on every request: the longest pattern, its most `*`s, and the most patterns per key.
 KEYS_USER_AGENT_MAX_LENGTH = int(os.environ.get("KEYS_USER_AGENT_MAX_LENGTH", "256"))

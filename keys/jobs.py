@@ -20,6 +20,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from keys.job_runs import job_succeeded
 from keys.models import AccessToken, ApiKey, AuditEvent, UsageRecord, UsageRollup
 from keys.services import audit_record
 from keys.usage.roll_up import usage_roll_up
@@ -168,6 +169,7 @@ def run_due_jobs(
         last_runs[name] = now
         try:
             job()
+            job_succeeded(name)
             ran.append(name)
         except Exception:
             logger.exception("in-process job %s failed", name)

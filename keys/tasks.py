@@ -1,6 +1,7 @@
 """Celery tasks: thin wrappers that beat schedules (django-celery-beat, editable in the admin).
 
-The rules are in keys/jobs.py; each task only calls one job and returns what it did, for the log.
+The rules are in keys/jobs.py; each task only calls one job, records its success (keys/job_runs.py, for
+/metrics) and returns what it did, for the log.
 Without Redis there is no worker or beat: the server process runs the same jobs on a thread
 (keys.jobs.inprocess_jobs_start), and a task called with .delay() runs at once (eager mode).
 """
@@ -8,28 +9,37 @@ Without Redis there is no worker or beat: the server process runs the same jobs 
 from celery import shared_task
 
 from keys import jobs
+from keys.job_runs import job_succeeded
 from keys.usage import roll_up
 
 
 @shared_task
 def access_tokens_purge() -> int:
     """Delete expired and revoked access tokens."""
-    return jobs.access_tokens_purge()
+    done = jobs.access_tokens_purge()
+    job_succeeded("access_tokens_purge")
+    return done
 
 
 @shared_task
 def api_keys_expire() -> int:
     """Record `api_key.expired` once for each key past its expiry."""
-    return jobs.api_keys_expire()
+    done = jobs.api_keys_expire()
+    job_succeeded("api_keys_expire")
+    return done
 
 
 @shared_task
 def usage_roll_up() -> int:
     """Add complete minutes of usage counters into hourly UsageRecord rows, exactly once."""
-    return roll_up.usage_roll_up()
+    done = roll_up.usage_roll_up()
+    job_succeeded("usage_roll_up")
+    return done
 
 
 @shared_task
 def usage_trim() -> dict[str, int]:
     """Delete usage records and audit events past their retention."""
-    return jobs.usage_trim()
+    done = jobs.usage_trim()
+    job_succeeded("usage_trim")
+    return done

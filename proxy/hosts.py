@@ -2,8 +2,8 @@
 
 Proxied content is someone else's. Even sandboxed (proxy.responses.CONTENT_ISOLATION), it is safest on
 a host of its own, where no portal or admin cookie is ever sent: with `PROXY_HOSTS` set, `/proxy/`
-answers only on those hosts and the site (portal, admin, API) never does. The health URLs answer on
-every host, so a load balancer can probe either.
+answers only on those hosts and the site (portal, admin, API) never does. The health URLs and /metrics answer
+on every host, so a load balancer or Prometheus can probe either.
 """
 
 from typing import Literal
@@ -12,7 +12,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 PROXY_PREFIX = "/proxy/"
-EVERY_HOST_PATHS = frozenset({"/healthz", "/readyz"})
+EVERY_HOST_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 Route = Literal["proxy", "site", "wrong_host"]
 

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 from django.conf import settings
 
 from keys.policy_changes import policy_changed
+from proxy import metrics
 from proxy.policy import CHANNEL_SILENCE, policies
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def on_policy_changed(
     try:
         _redis().publish(channel(), message)
     except Exception:  # noqa: BLE001 - other processes fall back to the one-second policy lifetime
+        metrics.redis_errors.labels("policy_publish").inc()
         logger.warning("could not publish a policy change; other processes will see it within a second")
 
 
@@ -110,6 +112,7 @@ def _listen() -> None:
                     raise TimeoutError("Redis did not answer a ping")
         except Exception as exc:  # noqa: BLE001 - reconnect after any failure
             push.lost()
+            metrics.redis_errors.labels("policy_listen").inc()
             logger.warning(
                 "policy change listener disconnected (%s); retrying in a second", type(exc).__name__
             )

@@ -30,6 +30,7 @@ from urllib3.exceptions import (
 
 from keys import validators
 from keys.models import AuthType
+from proxy import metrics
 from proxy.checks import Rejection, reject
 from proxy.lazy import lazy
 from proxy.policy import UpstreamPolicy
@@ -325,7 +326,7 @@ class Client:
     ) -> BaseHTTPResponse | Rejection:
         """Send the request; returns the upstream's answer (its body not read yet) or the refusal to answer
         instead."""
-        remaining = deadline - time.monotonic()
+        remaining, sent = deadline - time.monotonic(), time.perf_counter()
         try:
             pool = self.pool(upstream)
             response = pool.urlopen(
@@ -352,6 +353,8 @@ class Client:
             # http.client refuses a header value with a line break: a credential stored before such
             # values were refused at save. The upstream cannot be called until it is re-entered.
             return reject("upstream_unreachable", "The upstream's credential cannot be sent; re-enter it.")
+        finally:
+            metrics.upstream_answered(upstream.slug, sent)
         if problem := answer_problem(response):
             response.close()  # never reused: what follows on this connection cannot be trusted
             return problem

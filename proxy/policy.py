@@ -25,6 +25,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from keys import crypto, validators
 from keys.models import AccessToken, ApiKey, Upstream
 from keys.origins import OriginPattern, parse_pattern
+from proxy import metrics
 from proxy.lazy import lazy
 
 
@@ -240,7 +241,11 @@ class _Store(Generic[P]):
     kept apart, so a flood of made-up ids cannot push out the entries that real traffic uses.
     """
 
-    def __init__(self, loader: Callable[[str], P | None], channel: PushChannel) -> None:
+    def __init__(
+        self, loader: Callable[[str], P | None], channel: PushChannel, *, kind: str = "other"
+    ) -> None:
+        self._kind = kind
+        self._hits, self._misses = (metrics.policy_cache.labels(kind, result) for result in ("hit", "miss"))
         self._loader = loader
         self._channel = channel
         self._found: OrderedDict[str, _Entry[P]] = OrderedDict()
@@ -267,7 +272,9 @@ class _Store(Generic[P]):
             else:
                 entry = self._missing.get(name)
         if entry is not None and self._fresh(entry, now):
+            self._hits.inc()
             return entry[2]
+        self._misses.inc()
         raced = [False]
         with self._lock:
             self._loading.setdefault(name, []).append(raced)
@@ -278,6 +285,7 @@ class _Store(Generic[P]):
                 close_old_connections()
             value = self._loader(name)
         except DatabaseError as exc:
+            metrics.database_errors.inc()
             if entry is not None and entry[2] is not None:
                 return entry[2]  # the database is down: what was cached keeps working
             raise PolicyUnavailable(str(exc)) from exc
@@ -299,7 +307,16 @@ class _Store(Generic[P]):
             other.pop(name, None)
             while len(entries) > limit:
                 entries.popitem(last=False)
+            self._count_entries()
         return value
+
+    def _count_entries(self) -> None:
+        """(under the lock)"""
+        metrics.policy_cache_entries.labels(self._kind).set(len(self._found) + len(self._missing))
+
+    def known(self, name: str) -> bool:
+        """True when `name` was found (exists) at its last load: a bounded set, fit for a metric's label."""
+        return name in self._found
 
     def __contains__(self, name: str) -> bool:
         return name in self._found or name in self._missing
@@ -311,6 +328,7 @@ class _Store(Generic[P]):
                 self._missing.pop(name, None)
                 for raced in self._loading.get(name, ()):
                     raced[0] = True
+            self._count_entries()
 
     def clear(self) -> None:
         with self._lock:
@@ -319,14 +337,15 @@ class _Store(Generic[P]):
                     raced[0] = True
             self._found.clear()
             self._missing.clear()
+            self._count_entries()
 
 
 class PolicyCache:
     def __init__(self) -> None:
         self.channel = PushChannel()
-        self.keys = _Store(_load_key, self.channel)
-        self.upstreams = _Store(_load_upstream, self.channel)
-        self.tokens = _Store(_load_token, self.channel)
+        self.keys = _Store(_load_key, self.channel, kind="key")
+        self.upstreams = _Store(_load_upstream, self.channel, kind="upstream")
+        self.tokens = _Store(_load_token, self.channel, kind="token")
 
     def key(self, key_id: str) -> KeyPolicy | None:
         """The key's policy; None for an id that does not exist. A malformed id or one whose checksum

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
 
+from proxy import metrics
 from proxy.checks import Rejection, reject
 from proxy.lazy import lazy
 from proxy.policy import KeyPolicy
@@ -169,6 +170,7 @@ class Limiter:
 
     def _fail_open(self, verdict: Verdict, exc: Exception | None) -> Verdict:
         self.fail_open_count += 1
+        metrics.ratelimit_failed_open(redis_failed=exc is not None)
         if exc is not None:
             # Don't wait on a dead Redis for every request: skip it for a second, then try again.
             self._redis_down_until = time.time() + 1.0

@@ -21,6 +21,12 @@ def answer_headers(request_id: str) -> dict[str, str]:
     return {"X-Request-Id": request_id, "Vary": "Origin", **CONTENT_ISOLATION}
 
 
+class Refusal(HttpResponse):
+    """An error answer of the proxy, which knows its usage outcome (for proxy.metrics)."""
+
+    outcome = REJECTED
+
+
 def refuse(
     rejection: checks.Rejection, headers: dict[str, str], *, key_id: str | None, outcome: str = REJECTED
 ) -> HttpResponse:
@@ -28,12 +34,13 @@ def refuse(
     access_log.note_code(rejection.code)
     if key_id is not None:
         usage.count(key_id, outcome, rejection.code, rejection.detail)
-    response = HttpResponse(
+    response = Refusal(
         error_json(rejection.code, rejection.message, headers["X-Request-Id"]),
         status=rejection.status,
         content_type="application/json",
         headers=headers,
     )
+    response.outcome = outcome
     if rejection.retry_after is not None:
         response["Retry-After"] = str(rejection.retry_after)
     return response

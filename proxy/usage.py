@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from keys.usage.store import (
     ALLOWED,
@@ -39,6 +39,7 @@ from keys.usage.store import (
 )
 
 # The store's contract (key and field formats, the local store) belongs to keys, whose roll-up reads it.
+from proxy import metrics
 from proxy.lazy import lazy
 
 logger = logging.getLogger(__name__)
@@ -145,17 +146,20 @@ class UsageCounter:
         """Move the counted usage to the store and touch last_used_at of the keys used."""
         with self._lock:
             counts, self._counts = self._counts, Counter[Bucket]()
-        if not counts:
-            return
         now = time.time()
+        if not counts:
+            metrics.usage_flushed(True, now)  # nothing waits: not late
+            return
         try:
             due = self.store.add(counts, {key_id for (_, key_id, *_) in counts}, now)
         except Exception:  # noqa: BLE001 - keep the counts and try again next time
             self.flush_failures += 1
+            metrics.usage_flushed(False, now)
             logger.warning("usage flush failed; will retry", exc_info=True)
             with self._lock:
                 self._counts.update(counts)
             return
+        metrics.usage_flushed(True, now)
         if due:
             self._touch_last_used(due, now)
 
@@ -167,7 +171,9 @@ class UsageCounter:
             ApiKey.objects.filter(key_id__in=key_ids).update_quietly(
                 last_used_at=datetime.fromtimestamp(now, UTC)
             )
-        except Exception:  # noqa: BLE001 - a missed last-used time is not worth an error
+        except Exception as exc:  # noqa: BLE001 - a missed last-used time is not worth an error
+            if isinstance(exc, DatabaseError):
+                metrics.database_errors.inc()
             logger.warning("could not update last_used_at", exc_info=True)
         finally:
             if threading.current_thread() is not threading.main_thread():

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from keys.request_ids import request_id
-from proxy import access_log, checks, cors, hosts, invalidation, outbound
+from proxy import access_log, checks, cors, hosts, invalidation, metrics, outbound
 from proxy.policy import PolicyUnavailable, policies
 from proxy.ratelimit import limiter
 from proxy.request import (
@@ -29,10 +29,15 @@ def relay(
     invalidation.start_listener()  # once per process; a no-op after that
     facts = facts_of(request, time.time())
     headers = answer_headers(request_id(request))
+    started, response = metrics.call_started(), None
     try:
-        return _checked_relay(request, facts, headers, upstream_slug, key_id, path)
+        response = _checked_relay(request, facts, headers, upstream_slug, key_id, path)
     except PolicyUnavailable:  # the database is down and the key, upstream or token is not cached
-        return refuse(checks.reject("service_unavailable", "Try again shortly."), headers, key_id=None)
+        response = refuse(checks.reject("service_unavailable", "Try again shortly."), headers, key_id=None)
+    finally:  # made-up slugs add no label: counted under the slug only when the upstream exists
+        found = upstream_slug if policies.upstreams.known(upstream_slug) else None
+        metrics.call_finished(started, found, response)
+    return response
 
 
 def _checked_relay(

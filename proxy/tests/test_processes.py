@@ -6,6 +6,7 @@ are skipped on the embedded default (SQLite, no Redis) and run in CI.
 
 import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -360,3 +361,34 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(granian, key
         http.request("GET", url, headers={**_auth(secret), "Connection": "close"}).status for _ in range(20)
     ]
     assert statuses == [200] * 20
+
+
+def test_one_scrape_of_metrics_sums_the_calls_of_both_workers(key_on_echo, tmp_path):
+    from prometheus_client.mmap_dict import MmapedDict
+    from prometheus_client.parser import text_string_to_metric_families
+
+    key, secret = key_on_echo()
+    sent = 60
+    with serve(METRICS_DIR=str(tmp_path / "metrics")) as url:
+        http = urllib3.PoolManager(retries=False, timeout=10)
+        for _ in range(sent):  # a fresh connection each: granian spreads them over its workers
+            answer = http.request(
+                "GET", f"{url}/proxy/echo/{key.key_id}/x", headers={**_auth(secret), "Connection": "close"}
+            )
+            assert answer.status == 200
+        text = http.request("GET", f"{url}/metrics", headers={"Connection": "close"}).data.decode()
+        counted_by_pid = {}
+        for path in (tmp_path / "metrics").glob("counter_*.db"):
+            values = MmapedDict.read_all_values_from_file(str(path))
+            counted_by_pid[path.stem] = sum(
+                value for entry, value, *_ in values if json.loads(entry)[1] == "proxy_requests_total"
+            )
+    assert key.key_id not in text
+    total = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "proxy_requests_total" and sample.labels["upstream"] == "echo"
+    )
+    assert total == sent
+    assert sum(1 for count in counted_by_pid.values() if count > 0) == 2, counted_by_pid

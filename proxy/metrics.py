@@ -1,0 +1,108 @@
+"""The proxy's Prometheus metrics, and the few calls the hot path makes to move them.
+
+Labels are bounded on purpose: an upstream's slug only once the upstream was found (a slug a client made
+up is counted under UNKNOWN_UPSTREAM), the answer's HTTP status, never a key id. Under bin/serve the
+values live in files shared by the server's workers (prometheus-client's multiprocess mode,
+PROMETHEUS_MULTIPROC_DIR), so one scrape of /metrics (ops/metrics.py) sees the whole server; elsewhere
+(tests, runserver) in this process's default registry. Gauges say how workers' values combine
+(`multiprocess_mode`): live* modes only count workers still running (ops/metrics.py sweeps dead ones).
+"""
+
+import time
+
+from django.http.response import HttpResponseBase
+from prometheus_client import Counter, Gauge, Histogram
+
+from keys.usage.store import ALLOWED
+
+UNKNOWN_UPSTREAM = "(unknown)"
+ERROR = (
+    "error"  # the outcome of a call that raised (the usage outcomes are allowed, rejected, upstream_error)
+)
+# Seconds; past the longest upstream timeout a tenant can set, so a slow call still lands in a bucket.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+requests_total = Counter(
+    "proxy_requests",
+    "Proxied calls answered, by upstream, outcome and HTTP status.",
+    ["upstream", "outcome", "code"],
+)
+request_duration = Histogram(
+    "proxy_request_duration_seconds",
+    "The whole proxied call until its answer starts (a streamed body not included).",
+    ["upstream"],
+    buckets=BUCKETS,
+)
+upstream_duration = Histogram(
+    "proxy_upstream_duration_seconds",
+    "From sending to the upstream to its headers.",
+    ["upstream"],
+    buckets=BUCKETS,
+)
+in_flight = Gauge(
+    "proxy_requests_in_flight", "Proxied calls being answered now.", multiprocess_mode="livesum"
+)
+ratelimit_fail_open = Counter(
+    "proxy_ratelimit_fail_open", "Calls let through because the limits' store failed."
+)
+redis_errors = Counter("proxy_redis_errors", "Failed Redis operations, by operation.", ["operation"])
+usage_flush_failures = Counter(
+    "proxy_usage_flush_failures", "Usage flushes that failed (the counts are kept)."
+)
+usage_flush_lag = Gauge(
+    "proxy_usage_flush_lag_seconds",
+    "Seconds since the last successful usage flush, at the last attempt (the worst worker).",
+    multiprocess_mode="livemax",
+)
+policy_cache = Counter(
+    "proxy_policy_cache", "Policy cache lookups, by kind and hit or miss.", ["kind", "result"]
+)
+policy_cache_entries = Gauge(
+    "proxy_policy_cache_entries",
+    "Entries in the policy caches, by kind.",
+    ["kind"],
+    multiprocess_mode="livesum",
+)
+database_errors = Counter("proxy_database_errors", "Database errors met by the proxy.")
+
+_last_flush = time.time()  # a worker that never flushed yet is as late as its age
+
+
+def call_started() -> float:
+    """A proxied call begins; returns what call_finished needs."""
+    in_flight.inc()
+    return time.perf_counter()
+
+
+def call_finished(started: float, upstream: str | None, response: HttpResponseBase | None) -> None:
+    """A proxied call answered (None: it raised, the server answers 500): `upstream` is None unless
+    the upstream exists. A refusal (proxy.responses.Refusal) carries its outcome; the rest were allowed."""
+    in_flight.dec()
+    label = upstream or UNKNOWN_UPSTREAM
+    outcome, status = (
+        (ERROR, 500) if response is None else (getattr(response, "outcome", ALLOWED), response.status_code)
+    )
+    requests_total.labels(label, outcome, str(status) if 100 <= status < 600 else "other").inc()
+    request_duration.labels(label).observe(time.perf_counter() - started)
+
+
+def upstream_answered(upstream: str, sent: float) -> None:
+    """The upstream's headers came (or the attempt failed) `sent` being time.perf_counter() at sending."""
+    upstream_duration.labels(upstream).observe(time.perf_counter() - sent)
+
+
+def usage_flushed(ok: bool, now: float) -> None:
+    global _last_flush
+    if ok:
+        _last_flush = now
+        usage_flush_lag.set(0)
+    else:
+        usage_flush_failures.inc()
+        redis_errors.labels("usage_flush").inc()
+        usage_flush_lag.set(now - _last_flush)
+
+
+def ratelimit_failed_open(redis_failed: bool) -> None:
+    ratelimit_fail_open.inc()
+    if redis_failed:
+        redis_errors.labels("ratelimit").inc()
