@@ -217,6 +217,14 @@ def test_seed_demo_uses_the_upstream_url_given(db):
     assert Upstream.objects.get(slug=payload["upstream"]).base_url == "http://127.0.0.1:9999/echo"
 
 
+def test_seed_demo_again_on_another_port_moves_the_demo_upstream_there(db):
+    """`PORT=8001 make run` after a run on 8000: the demo echo is still this machine's."""
+    run("seed_demo", "--upstream-url", "http://127.0.0.1:8000/demo/echo")
+    payload, _ = run("seed_demo", "--upstream-url", "http://127.0.0.1:8001/demo/echo")
+    upstream = Upstream.objects.get(slug=payload["upstream"])
+    assert (upstream.base_url, upstream.allow_private_network) == ("http://127.0.0.1:8001/demo/echo", True)
+
+
 # --- reencrypt_credentials ------------------------------------------------------------------------------
 
 

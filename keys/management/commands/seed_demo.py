@@ -67,7 +67,9 @@ class Command(BaseCommand):
                     lambda: services.upstream_update(
                         upstream=upstream,
                         auth_value=DEMO_UPSTREAM_CREDENTIAL,
+                        allow_private_network=True,  # still this machine, whatever PORT this run uses
                         actor="seed_demo",
+                        actor_is_staff=True,
                         **upstream_fields,
                     )
                 )
