@@ -244,17 +244,11 @@ def check_public_destination(url: str, *, resolve: Resolver = resolve_host) -> l
 # A header or query parameter name: letters, digits, - and _ (a subset of RFC 9110's token). Used with
 # fullmatch: `$` alone would let a trailing line break through.
 HEADER_OR_PARAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
-# Headers an upstream credential may not claim: hop-by-hop ones (RFC 9110 section 7.6.1), those that frame
-# the message or route it, the client's credentials the proxy strips, and those the proxy sets itself.
-RESERVED_HEADERS = frozenset(
+# Hop-by-hop headers (RFC 9110 section 7.6.1): they concern one connection, so a proxy never relays them
+# (proxy/outbound.py drops them both ways).
+HOP_BY_HOP = frozenset(
     {
-        "authorization",
         "connection",
-        "content-length",
-        "cookie",
-        "expect",
-        "forwarded",
-        "host",
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
@@ -264,6 +258,18 @@ RESERVED_HEADERS = frozenset(
         "trailers",
         "transfer-encoding",
         "upgrade",
+    }
+)
+# Headers an upstream credential may not claim: hop-by-hop ones, those that frame the message or route
+# it, the client's credentials the proxy strips, and those the proxy sets itself.
+RESERVED_HEADERS = HOP_BY_HOP | frozenset(
+    {
+        "authorization",
+        "content-length",
+        "cookie",
+        "expect",
+        "forwarded",
+        "host",
         "traceparent",
         "tracestate",
         "x-forwarded-for",

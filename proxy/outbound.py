@@ -30,25 +30,12 @@ from urllib3.exceptions import (
 
 from keys import validators
 from keys.models import AuthType
+from keys.validators import HOP_BY_HOP
 from proxy import metrics
 from proxy.checks import Rejection, reject
 from proxy.lazy import lazy
 from proxy.policy import UpstreamPolicy
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 # Never forwarded upstream: the client's own credentials, what the proxy sets itself, and the headers
 # by which an upstream's framework would believe the client about its address, scheme, host or path
 # (the proxy sets X-Forwarded-For/-Proto/-Host itself, from the trusted-proxy rule; every other
