@@ -310,8 +310,13 @@ PROXY_POLICY_TTL = float(os.environ.get("PROXY_POLICY_TTL", "300"))
 # Most policies of each kind each process keeps in memory (as many again for ids that do not exist);
 # the least recently used go first.
 PROXY_POLICY_CACHE_ENTRIES = int(os.environ.get("PROXY_POLICY_CACHE_ENTRIES", "50000"))
-# Connections kept open per upstream address, per process.
-PROXY_POOL_SIZE = int(os.environ.get("PROXY_POOL_SIZE", "32"))
+# Most connections open at once per upstream address, per server worker; a call past it waits for one,
+# within its deadline. Each call in flight holds one, so this is also the most calls in flight per
+# upstream and worker.
+PROXY_POOL_SIZE = int(os.environ.get("PROXY_POOL_SIZE", "1024"))
+# Seconds an idle upstream connection is kept for the next call: under the idle timeout of most servers
+# (5 s and up), so the proxy closes it before the upstream does and a call never meets a closed one.
+PROXY_KEEPALIVE_SECONDS = float(os.environ.get("PROXY_KEEPALIVE_SECONDS", "4"))
 # Seconds a checked upstream address is reused before the host is resolved (and checked) again.
 PROXY_DNS_CACHE_SECONDS = float(os.environ.get("PROXY_DNS_CACHE_SECONDS", "30"))
 # Largest share of a rate limit one process leases from Redis at a time.

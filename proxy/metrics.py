@@ -9,8 +9,8 @@ PROMETHEUS_MULTIPROC_DIR), so one scrape of /metrics (ops/metrics.py) sees the w
 """
 
 import time
+from typing import Protocol
 
-from django.http.response import HttpResponseBase
 from prometheus_client import Counter, Gauge, Histogram
 
 from keys.usage.store import ALLOWED
@@ -74,7 +74,13 @@ def call_started() -> float:
     return time.perf_counter()
 
 
-def call_finished(started: float, upstream: str | None, response: HttpResponseBase | None) -> None:
+class Answered(Protocol):
+    """What a proxied call answered: a Django response or the relayed upstream answer."""
+
+    status_code: int
+
+
+def call_finished(started: float, upstream: str | None, response: Answered | None) -> None:
     """A proxied call answered (None: it raised, the server answers 500): `upstream` is None unless
     the upstream exists. A refusal (proxy.responses.Refusal) carries its outcome; the rest were allowed."""
     in_flight.dec()

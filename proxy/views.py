@@ -1,100 +1,10 @@
-"""The relay: DESIGN.md's checks in order, then the call upstream and its answer streamed back."""
+"""The proxy's own answers to requests that never reach the relay's checks (proxy/gateway.py)."""
 
-import time
-
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.views.decorators.csrf import csrf_exempt
+from django.http import HttpRequest, HttpResponse
 
 from keys.request_ids import request_id
-from proxy import access_log, checks, cors, hosts, invalidation, metrics, outbound
-from proxy.policy import PolicyUnavailable, policies
-from proxy.ratelimit import limiter
-from proxy.request import (
-    body_to_send,
-    check_body_size,
-    check_rpc_body,
-    content_length,
-    facts_of,
-    forwarded_headers,
-)
-from proxy.responses import answer_headers, preflight, refuse, relayed
-from proxy.usage import ALLOWED, UPSTREAM_ERROR, usage
-
-
-@csrf_exempt
-def relay(
-    request: HttpRequest, upstream_slug: str, key_id: str, path: str = ""
-) -> HttpResponse | StreamingHttpResponse:
-    """A proxied call: /proxy/<upstream_slug>/<key_id>/<path>."""
-    invalidation.start_listener()  # once per process; a no-op after that
-    facts = facts_of(request, time.time())
-    headers = answer_headers(request_id(request))
-    started, response = metrics.call_started(), None
-    try:
-        response = _checked_relay(request, facts, headers, upstream_slug, key_id, path)
-    except PolicyUnavailable:  # the database is down and the key, upstream or token is not cached
-        response = refuse(checks.reject("service_unavailable", "Try again shortly."), headers, key_id=None)
-    finally:  # made-up slugs add no label: counted under the slug only when the upstream exists
-        found = upstream_slug if policies.upstreams.known(upstream_slug) else None
-        metrics.call_finished(started, found, response)
-    return response
-
-
-def _checked_relay(
-    request: HttpRequest,
-    facts: checks.Facts,
-    headers: dict[str, str],
-    upstream_slug: str,
-    key_id: str,
-    path: str,
-) -> HttpResponse | StreamingHttpResponse:
-    found_upstream, found_key = policies.upstream(upstream_slug), policies.key(key_id)
-    access_log.note_key(found_key)
-    if facts.origin is not None:
-        headers.update(cors.cors_headers(facts.origin, cors.cors_allowed(found_key, facts.origin)))
-    # 1-4: upstream, key, key state, key may call the upstream.
-    route = checks.check_route(found_upstream, upstream_slug, found_key, key_id, facts.now)
-    if isinstance(route, checks.Rejection):
-        return refuse(route, headers, key_id=found_key.key_id if found_key else None)
-    upstream, key = route.upstream, route.key
-    if facts.origin is not None and cors.is_preflight(facts.method, request.headers):
-        return preflight(
-            key, facts.origin, request.headers.get("Access-Control-Request-Headers", ""), headers
-        )
-    # 5-7: credentials, origin, the other allowlists; 8: limits; 9: path and body size.
-    rejection, credential = checks.check_credentials(key, facts, policies.token)
-    rejection = rejection or checks.check_origin(key, facts, credential) or checks.check_client(key, facts)
-    body: outbound.RequestBody  # a JSON-RPC body already read for its check, else read when sent
-    body, rejection = check_rpc_body(request, key) if not rejection else (None, rejection)
-    if not rejection:
-        verdict = limiter.check(key, facts.now)
-        headers.update(verdict.headers)
-        rejection = verdict.rejection
-    if rejection:
-        return refuse(rejection, headers, key_id=key.key_id)
-    if (target := outbound.outbound_path(upstream, path)) is None:
-        rejection = checks.reject("invalid_path", "The path may not leave the upstream's base path.")
-        return refuse(rejection, headers, key_id=key.key_id)
-    if rejection := check_body_size(request):
-        return refuse(rejection, headers, key_id=key.key_id)
-    # 10: the call, within the upstream's total deadline.
-    deadline = time.monotonic() + upstream.timeout
-    out_headers = outbound.outbound_headers(
-        upstream,
-        list(request.headers.items()),
-        forwarded=forwarded_headers(request, facts.client_address, headers),
-    )
-    if length := content_length(request):
-        out_headers["Content-Length"] = str(length)
-        body = body_to_send(request) if body is None else body
-    query = outbound.outbound_query(upstream, request.META.get("QUERY_STRING", ""))
-    answer = outbound.client.send(
-        upstream, facts.method, f"{target}?{query}" if query else target, out_headers, body, deadline
-    )
-    if isinstance(answer, checks.Rejection):
-        return refuse(answer, headers, key_id=key.key_id, outcome=UPSTREAM_ERROR)
-    usage.count(key.key_id, ALLOWED)
-    return relayed(answer, upstream, key, headers, deadline)
+from proxy import checks, hosts
+from proxy.responses import answer_headers, refuse
 
 
 def not_found(request: HttpRequest) -> HttpResponse:
