@@ -70,7 +70,13 @@ def _quota(rule: AlertRule, now: datetime) -> int:
             level=str(top),
             also_levels=[str(level) for level in reached if level != top],
             window=day.date().isoformat(),
-            data={"key": key.key_id, "key_name": key.name, "level": top, "used": used, "daily_quota": key.daily_quota},
+            data={
+                "key": key.key_id,
+                "key_name": key.name,
+                "level": top,
+                "used": used,
+                "daily_quota": key.daily_quota,
+            },
             now=now,
         )
     return fired
@@ -191,7 +197,9 @@ def alerts_evaluate(*, now: datetime | None = None) -> int:
     """Evaluate every active rule; returns how many alerts fired. Safe to run twice or concurrently."""
     now = now or timezone.now()
     fired = 0
-    rules = AlertRule.objects.filter(is_active=True, tenant__is_active=True).select_related("tenant", "api_key")
+    rules = AlertRule.objects.filter(is_active=True, tenant__is_active=True).select_related(
+        "tenant", "api_key"
+    )
     for rule in rules.filter(~Q(event=AlertEvent.KEY_SHARING)):  # sharing fires from its own signal
         if rule.event == AlertEvent.QUOTA_THRESHOLD:
             fired += _quota(rule, now)

@@ -167,6 +167,8 @@ def _webhook_deliveries_retry() -> int:
     from keys.services.webhooks import webhook_deliveries_retry
 
     return webhook_deliveries_retry()
+
+
 _scheduler: threading.Thread | None = None
 _scheduler_lock = threading.Lock()
 

@@ -331,7 +331,9 @@ def clean_webhook_url(value: str) -> str:
         raise ValidationError("The URL may not have a fragment.", code="invalid_url")
     cleaned = clean_upstream_url(base)
     if query and any(ch.isspace() or ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in query):
-        raise ValidationError("The URL may not contain white space or control characters.", code="invalid_url")
+        raise ValidationError(
+            "The URL may not contain white space or control characters.", code="invalid_url"
+        )
     return cleaned + (sep + query if query else "")
 
 

@@ -30,8 +30,17 @@ ID = OpenApiParameter("id", int, OpenApiParameter.PATH)
 class WebhookSerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookEndpoint
-        fields = ["id", "url", "events", "description", "hint", "is_active", "disabled_at", "disabled_reason",
-                  "created_at"]
+        fields = [
+            "id",
+            "url",
+            "events",
+            "description",
+            "hint",
+            "is_active",
+            "disabled_at",
+            "disabled_reason",
+            "created_at",
+        ]
 
 
 class WebhookCreatedSerializer(WebhookSerializer):
@@ -54,8 +63,18 @@ class WebhookCreateSerializer(serializers.Serializer):
 class DeliverySerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookDelivery
-        fields = ["id", "event_id", "event_type", "status", "attempts", "last_status_code", "next_attempt_at",
-                  "created_at", "delivered_at", "attempt_log"]
+        fields = [
+            "id",
+            "event_id",
+            "event_type",
+            "status",
+            "attempts",
+            "last_status_code",
+            "next_attempt_at",
+            "created_at",
+            "delivered_at",
+            "attempt_log",
+        ]
 
 
 def _refuse_unknown(data: Any, allowed: set[str]) -> None:
@@ -85,7 +104,8 @@ class WebhookViewSet(TenantScoped, viewsets.ViewSet):
     def list(self, request: Request) -> Response:
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(
-            WebhookEndpoint.objects.filter(tenant=self.access.tenant).order_by("-created_at", "-pk"), request,
+            WebhookEndpoint.objects.filter(tenant=self.access.tenant).order_by("-created_at", "-pk"),
+            request,
             view=self,
         )
         return paginator.get_paginated_response(WebhookSerializer(page, many=True).data)
@@ -108,23 +128,31 @@ class WebhookViewSet(TenantScoped, viewsets.ViewSet):
     def retrieve(self, request: Request, id: str) -> Response:
         return Response(WebhookSerializer(self.get_endpoint()).data)
 
-    @extend_schema(parameters=[ID], responses={204: OpenApiResponse(description="Deleted.")},
-                   summary="Delete a webhook endpoint")
+    @extend_schema(
+        parameters=[ID],
+        responses={204: OpenApiResponse(description="Deleted.")},
+        summary="Delete a webhook endpoint",
+    )
     def destroy(self, request: Request, id: str) -> Response:
         webhook_services.webhook_endpoint_delete(
             endpoint=self.get_endpoint(), actor=self.access.actor, ip_address=client_address(request)
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(parameters=[ID], request=None, responses={202: DeliverySerializer},
-                   summary="Send a test event to the endpoint")
+    @extend_schema(
+        parameters=[ID],
+        request=None,
+        responses={202: DeliverySerializer},
+        summary="Send a test event to the endpoint",
+    )
     @action(detail=True, methods=["post"])
     def test(self, request: Request, id: str) -> Response:
         delivery = webhook_services.webhook_endpoint_test(endpoint=self.get_endpoint())
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(parameters=[ID], request=None, responses=WebhookSerializer,
-                   summary="Enable a disabled endpoint again")
+    @extend_schema(
+        parameters=[ID], request=None, responses=WebhookSerializer, summary="Enable a disabled endpoint again"
+    )
     @action(detail=True, methods=["post"])
     def enable(self, request: Request, id: str) -> Response:
         endpoint = webhook_services.webhook_endpoint_enable(
@@ -132,8 +160,11 @@ class WebhookViewSet(TenantScoped, viewsets.ViewSet):
         )
         return Response(WebhookSerializer(endpoint).data)
 
-    @extend_schema(parameters=[ID], responses=DeliverySerializer(many=True),
-                   summary="The endpoint's deliveries, newest first, with each attempt's answer")
+    @extend_schema(
+        parameters=[ID],
+        responses=DeliverySerializer(many=True),
+        summary="The endpoint's deliveries, newest first, with each attempt's answer",
+    )
     @action(detail=True, methods=["get"])
     def deliveries(self, request: Request, id: str) -> Response:
         paginator = self.pagination_class()
@@ -148,10 +179,23 @@ class AlertRuleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AlertRule
-        fields = ["id", "event", "key", "levels", "threshold", "window_hours", "min_calls", "days",
-                  "renotify_minutes", "send_webhooks", "recipients", "is_active", "created_at"]
+        fields = [
+            "id",
+            "event",
+            "key",
+            "levels",
+            "threshold",
+            "window_hours",
+            "min_calls",
+            "days",
+            "renotify_minutes",
+            "send_webhooks",
+            "recipients",
+            "is_active",
+            "created_at",
+        ]
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_key(self, rule: AlertRule) -> str | None:
         return rule.api_key.key_id if rule.api_key else None
 
@@ -200,8 +244,9 @@ class AlertRuleViewSet(TenantScoped, viewsets.ViewSet):
         page = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response(AlertRuleSerializer(page, many=True).data)
 
-    @extend_schema(request=AlertRuleCreateSerializer, responses={201: AlertRuleSerializer},
-                   summary="Add an alert rule")
+    @extend_schema(
+        request=AlertRuleCreateSerializer, responses={201: AlertRuleSerializer}, summary="Add an alert rule"
+    )
     def create(self, request: Request) -> Response:
         _refuse_unknown(request.data, set(AlertRuleCreateSerializer().fields))
         fields = self.valid(AlertRuleCreateSerializer, request.data)
@@ -217,8 +262,12 @@ class AlertRuleViewSet(TenantScoped, viewsets.ViewSet):
         if len({u.email.lower() for u in users}) < len({e.lower() for e in emails}):
             raise serializers.ValidationError({"recipients": ["Every recipient must be a member."]})
         rule = alert_services.alert_rule_create(
-            tenant=tenant, api_key=api_key, recipients=users, actor=self.access.actor,
-            ip_address=client_address(request), **fields,
+            tenant=tenant,
+            api_key=api_key,
+            recipients=users,
+            actor=self.access.actor,
+            ip_address=client_address(request),
+            **fields,
         )
         return Response(AlertRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
@@ -226,18 +275,22 @@ class AlertRuleViewSet(TenantScoped, viewsets.ViewSet):
     def retrieve(self, request: Request, id: str) -> Response:
         return Response(AlertRuleSerializer(self.get_rule()).data)
 
-    @extend_schema(parameters=[ID], responses={204: OpenApiResponse(description="Deleted.")},
-                   summary="Delete an alert rule")
+    @extend_schema(
+        parameters=[ID],
+        responses={204: OpenApiResponse(description="Deleted.")},
+        summary="Delete an alert rule",
+    )
     def destroy(self, request: Request, id: str) -> Response:
-        alert_services.alert_rule_delete(rule=self.get_rule(), actor=self.access.actor,
-                                         ip_address=client_address(request))
+        alert_services.alert_rule_delete(
+            rule=self.get_rule(), actor=self.access.actor, ip_address=client_address(request)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class LeakLabelSerializer(serializers.Serializer):
     token_raw = serializers.CharField()
     token_type = serializers.CharField()
-    label = serializers.ChoiceField(choices=["true_positive", "false_positive"])
+    label = serializers.ChoiceField(choices=["true_positive", "false_positive"])  # type: ignore[assignment]
 
 
 class GitHubSecretScanningView(APIView):

@@ -34,7 +34,15 @@ RULE_DEFAULTS: dict[str, dict[str, object]] = {
     AlertEvent.KEY_REVOKED: {},
     AlertEvent.KEY_ROTATED: {},
 }
-RULE_FIELDS = ("levels", "threshold", "window_hours", "min_calls", "days", "renotify_minutes", "send_webhooks")
+RULE_FIELDS = (
+    "levels",
+    "threshold",
+    "window_hours",
+    "min_calls",
+    "days",
+    "renotify_minutes",
+    "send_webhooks",
+)
 
 
 def _positive(value: object, field: str, *, most: int) -> int:
@@ -64,11 +72,15 @@ def alert_rule_create(
     allowed = set(RULE_DEFAULTS[event]) | {"renotify_minutes", "send_webhooks"}
     unused = {f for f, v in fields.items() if v is not None} - allowed
     if unused:
-        raise ValidationError({field: [f"A {event} rule does not use this field."] for field in sorted(unused)})
+        raise ValidationError(
+            {field: [f"A {event} rule does not use this field."] for field in sorted(unused)}
+        )
     if api_key is not None and api_key.tenant_id != tenant.pk:
         raise ValidationError({"key": ["Unknown key."]})
     tenant_check_limit(
-        tenant=tenant, rows=AlertRule.objects.filter(tenant=tenant), setting="KEYS_MAX_ALERT_RULES_PER_TENANT",
+        tenant=tenant,
+        rows=AlertRule.objects.filter(tenant=tenant),
+        setting="KEYS_MAX_ALERT_RULES_PER_TENANT",
         what="alert rules",
     )
     values = {**RULE_DEFAULTS[event], **{f: v for f, v in fields.items() if v is not None}}
@@ -77,10 +89,18 @@ def alert_rule_create(
         if not isinstance(levels, list) or not levels or any(level not in QUOTA_LEVELS for level in levels):
             raise ValidationError({"levels": ["Choose one or more of 50, 80 and 100."]})
         values["levels"] = sorted(set(levels))
-    for field, most in (("threshold", 100_000), ("window_hours", 24), ("min_calls", 10_000_000), ("days", 365)):
+    for field, most in (
+        ("threshold", 100_000),
+        ("window_hours", 24),
+        ("min_calls", 10_000_000),
+        ("days", 365),
+    ):
         if field in values:
             values[field] = _positive(values[field], field, most=most)
-    if event in (AlertEvent.RATE_LIMITED_SHARE, AlertEvent.UPSTREAM_ERRORS_SHARE) and values["threshold"] > 100:
+    if (
+        event in (AlertEvent.RATE_LIMITED_SHARE, AlertEvent.UPSTREAM_ERRORS_SHARE)
+        and int(values["threshold"]) > 100  # type: ignore[call-overload]  # _positive made it an int
+    ):
         raise ValidationError({"threshold": ["A share in percent, from 1 to 100."]})
     if "renotify_minutes" in values:
         values["renotify_minutes"] = _positive(values["renotify_minutes"], "renotify_minutes", most=43_200)
@@ -174,20 +194,26 @@ def alert_message(*, rule: AlertRule, data: Mapping[str, object]) -> tuple[str, 
     key = data.get("key") or ""
     subject = f"[{rule.tenant.slug}] {what}" + (f": {key}" if key else "")
     lines = [f"{what}."] + [f"{name}: {value}" for name, value in data.items()]
-    lines.append("\nAlert rules are in the portal under Alerts; this rule waits "
-                 f"{rule.renotify_minutes} minutes before telling you again.")
+    lines.append(
+        "\nAlert rules are in the portal under Alerts; this rule waits "
+        f"{rule.renotify_minutes} minutes before telling you again."
+    )
     return subject[:200], "\n".join(lines) + "\n"
 
 
-def alert_signal_key_sharing(*, api_key: ApiKey, data: Mapping[str, object], now: datetime | None = None) -> int:
+def alert_signal_key_sharing(
+    *, api_key: ApiKey, data: Mapping[str, object], now: datetime | None = None
+) -> int:
     """The hook for the key-sharing signal (built elsewhere): fire the tenant's `key.sharing_suspected`
     rules that cover this key. Call it from a job, never from the proxy's hot path. Returns how many fired."""
     now = now or timezone.now()
-    rules = AlertRule.objects.filter(tenant=api_key.tenant, event=AlertEvent.KEY_SHARING, is_active=True).filter(
-        Q(api_key__isnull=True) | Q(api_key=api_key)
-    )
+    rules = AlertRule.objects.filter(
+        tenant=api_key.tenant, event=AlertEvent.KEY_SHARING, is_active=True
+    ).filter(Q(api_key__isnull=True) | Q(api_key=api_key))
     window = now.strftime("%Y-%m-%dT%H")
     return sum(
-        alert_fire(rule=rule, subject=api_key.key_id, window=window, data={"key": api_key.key_id, **data}, now=now)
+        alert_fire(
+            rule=rule, subject=api_key.key_id, window=window, data={"key": api_key.key_id, **data}, now=now
+        )
         for rule in rules
     )

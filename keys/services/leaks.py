@@ -155,7 +155,7 @@ def _leak_act(*, tenant: Tenant, row: object, report: Reported, ip_address: str 
         already = row.revoked_at is not None
         if revoke:
             access_token_revoke(token=row, actor=ACTOR, ip_address=ip_address)
-    target = row if isinstance(row, ApiKey | ManagementToken) else row.api_key  # type: ignore[attr-defined]
+    target = row if isinstance(row, ApiKey | ManagementToken) else row.api_key
     data = {
         "kind": kind,
         "url": report.url,
@@ -163,7 +163,9 @@ def _leak_act(*, tenant: Tenant, row: object, report: Reported, ip_address: str 
         "type": report.type[:100],
         "action": "revoked" if revoke and not already else ("already revoked" if already else "alerted"),
     }
-    audit_record(action="secret.leaked", tenant=tenant, actor=ACTOR, target=target, ip_address=ip_address, data=data)
+    audit_record(
+        action="secret.leaked", tenant=tenant, actor=ACTOR, target=target, ip_address=ip_address, data=data
+    )
     event_emit(tenant=tenant, event_type="key.leaked", data={"target": target_name, **data})
     recipients = tenant_admin_emails(tenant=tenant)
     if recipients:
@@ -173,7 +175,7 @@ def _leak_act(*, tenant: Tenant, row: object, report: Reported, ip_address: str 
             + (
                 "It has been revoked: calls with it are refused from now on. Make a new one in the portal."
                 if data["action"] == "revoked"
-                else "It was NOT revoked (your organisation chose to be alerted only): revoke or rotate it now."
+                else "It was NOT revoked (your organisation chose alerts only): revoke or rotate it now."
                 if data["action"] == "alerted"
                 else "It was already revoked."
             )

@@ -58,6 +58,7 @@ def webhook_endpoint_create(
         setting="KEYS_MAX_WEBHOOKS_PER_TENANT",
         what="webhook endpoints",
     )
+    events = _clean_events(events)
     try:
         cleaned = validators.clean_webhook_url(url)
         validators.check_webhook_destination(
@@ -71,7 +72,7 @@ def webhook_endpoint_create(
     endpoint = WebhookEndpoint.objects.create(
         tenant=tenant,
         url=cleaned,
-        events=_clean_events(events),
+        events=events,
         description=description,
         secret_encrypted=crypto.encrypt(secret),
         hint=secret[-4:],
@@ -115,7 +116,11 @@ def webhook_endpoint_enable(
         endpoint.consecutive_failures = 0
         endpoint.save(update_fields=["is_active", "disabled_at", "disabled_reason", "consecutive_failures"])
         audit_record(
-            action="webhook.enabled", tenant=endpoint.tenant, actor=actor, target=endpoint, ip_address=ip_address
+            action="webhook.enabled",
+            tenant=endpoint.tenant,
+            actor=actor,
+            target=endpoint,
+            ip_address=ip_address,
         )
     return endpoint
 
@@ -206,7 +211,9 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
         )
     endpoint = delivery.endpoint
     if not endpoint.is_active and delivery.event_type not in WEBHOOK_ONLY_EVENTS:
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.FAILED, next_attempt_at=None
+        )
         return DeliveryStatus.FAILED
     body = delivery.body.encode()
     signature = crypto.webhook_signature(
@@ -252,11 +259,21 @@ def _attempt_record(*, delivery: WebhookDelivery, attempt: webhook_sender.Attemp
         if delivery.event_type not in WEBHOOK_ONLY_EVENTS:  # a failing test says nothing of production
             endpoint.consecutive_failures += 1
             endpoint.save(update_fields=["consecutive_failures"])
-            if endpoint.is_active and endpoint.consecutive_failures >= settings.KEYS_WEBHOOK_DISABLE_AFTER_FAILURES:
+            if (
+                endpoint.is_active
+                and endpoint.consecutive_failures >= settings.KEYS_WEBHOOK_DISABLE_AFTER_FAILURES
+            ):
                 _endpoint_disable(endpoint=endpoint, now=now, last_error=attempt.error)
                 delivery.status, delivery.next_attempt_at = DeliveryStatus.FAILED, None
     delivery.save(
-        update_fields=["attempts", "last_status_code", "attempt_log", "status", "delivered_at", "next_attempt_at"]
+        update_fields=[
+            "attempts",
+            "last_status_code",
+            "attempt_log",
+            "status",
+            "delivered_at",
+            "next_attempt_at",
+        ]
     )
     return delivery.status
 
@@ -264,7 +281,9 @@ def _attempt_record(*, delivery: WebhookDelivery, attempt: webhook_sender.Attemp
 def _endpoint_disable(*, endpoint: WebhookEndpoint, now: datetime, last_error: str) -> None:
     endpoint.is_active = False
     endpoint.disabled_at = now
-    endpoint.disabled_reason = f"{endpoint.consecutive_failures} failed attempts in a row (last: {last_error})"[:200]
+    endpoint.disabled_reason = (
+        f"{endpoint.consecutive_failures} failed attempts in a row (last: {last_error})"[:200]
+    )
     endpoint.save(update_fields=["is_active", "disabled_at", "disabled_reason"])
     WebhookDelivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING).update(
         status=DeliveryStatus.FAILED, next_attempt_at=None
@@ -284,8 +303,8 @@ def _endpoint_disable(*, endpoint: WebhookEndpoint, now: datetime, last_error: s
                 message=(
                     f"The webhook endpoint {endpoint.url} of {endpoint.tenant.name or endpoint.tenant.slug} "
                     f"was disabled after {endpoint.consecutive_failures} failed deliveries in a row "
-                    f"(last: {last_error}).\n\nFix the receiver, then enable the endpoint again in the portal "
-                    "(Webhooks) or with the API; events in the meantime were not delivered.\n"
+                    f"(last: {last_error}).\n\nFix the receiver, then enable the endpoint again "
+                    "(portal: Webhooks, or the API); events in the meantime were not delivered.\n"
                 ),
                 from_email=None,
                 recipient_list=recipients,

@@ -82,8 +82,12 @@ def owner(tenant):
 
 
 @LOOPBACK_ALLOWED
-def test_quota_crossing_80_percent_sends_exactly_one_signed_webhook_and_one_email(tenant, quota_key, receiver):
-    endpoint, secret = webhooks.webhook_endpoint_create(tenant=tenant, url=receiver.url, events=["quota.threshold"])
+def test_quota_crossing_80_percent_sends_exactly_one_signed_webhook_and_one_email(
+    tenant, quota_key, receiver
+):
+    endpoint, secret = webhooks.webhook_endpoint_create(
+        tenant=tenant, url=receiver.url, events=["quota.threshold"]
+    )
     assert secret.startswith("whsec_") and secret not in endpoint.secret_encrypted
     alerts.alert_rule_create(
         tenant=tenant, event="quota.threshold", levels=[50, 80, 100], recipients=[owner(tenant)], actor="test"
@@ -134,7 +138,9 @@ def test_failing_endpoint_is_retried_with_backoff_then_disabled_with_an_email(te
 
     assert retry(now=now) == 1
     delivery.refresh_from_db()
-    assert delivery.status == DeliveryStatus.PENDING and delivery.next_attempt_at == now + timedelta(seconds=60)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.next_attempt_at == now + timedelta(
+        seconds=60
+    )
     assert retry(now=now + timedelta(seconds=30)) == 0  # not due yet
     assert retry(now=now + timedelta(seconds=61)) == 1
     delivery.refresh_from_db()
@@ -169,8 +175,17 @@ def test_a_delivery_gives_up_after_its_retry_period(tenant, receiver):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://example.com/hook", "ftp://example.com/", "https://user:pw@example.com/", "https://127.0.0.1/",
-     "https://10.0.0.1/x", "https://[::1]/", "https://2130706433/", "https://example.com/#frag", "javascript:x"],
+    [
+        "http://example.com/hook",
+        "ftp://example.com/",
+        "https://user:pw@example.com/",
+        "https://127.0.0.1/",
+        "https://10.0.0.1/x",
+        "https://[::1]/",
+        "https://2130706433/",
+        "https://example.com/#frag",
+        "javascript:x",
+    ],
 )
 def test_webhook_urls_follow_the_upstream_ssrf_rules_and_need_https(tenant, url):
     with pytest.raises(ValidationError) as error:
@@ -187,8 +202,9 @@ def test_with_private_networks_allowed_a_public_host_still_needs_https(tenant):
 @LOOPBACK_ALLOWED
 def test_error_share_fires_once_per_window_then_waits_its_renotify_delay(tenant, quota_key, receiver):
     webhooks.webhook_endpoint_create(tenant=tenant, url=receiver.url)
-    alerts.alert_rule_create(tenant=tenant, event="upstream_errors.share", threshold=10, min_calls=10,
-                             renotify_minutes=120)
+    alerts.alert_rule_create(
+        tenant=tenant, event="upstream_errors.share", threshold=10, min_calls=10, renotify_minutes=120
+    )
     now = timezone.now()
     use(quota_key, 80, now=now)
     use(quota_key, 20, outcome="upstream_error", code="upstream_timeout", now=now)
@@ -235,9 +251,15 @@ def test_key_sharing_hook_fires_its_rules(tenant, quota_key):
 
 @pytest.mark.parametrize(
     "fields",
-    [{"event": "nope"}, {"event": "quota.threshold", "levels": [70]}, {"event": "quota.threshold", "days": 3},
-     {"event": "upstream_errors.share", "threshold": 101}, {"event": "key.unused", "days": 0},
-     {"event": "key.expiring", "renotify_minutes": -1}, {"event": "key.revoked", "levels": "x"}],
+    [
+        {"event": "nope"},
+        {"event": "quota.threshold", "levels": [70]},
+        {"event": "quota.threshold", "days": 3},
+        {"event": "upstream_errors.share", "threshold": 101},
+        {"event": "key.unused", "days": 0},
+        {"event": "key.expiring", "renotify_minutes": -1},
+        {"event": "key.revoked", "levels": "x"},
+    ],
 )
 def test_bad_rules_are_refused(tenant, fields):
     with pytest.raises(ValidationError):
