@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
@@ -24,7 +25,7 @@ from django.utils import timezone
 from keys import crypto
 from keys.models import AccessToken, ApiKey, ManagementToken, Tenant
 from keys.services.api_keys import access_token_revoke, api_key_revoke
-from keys.services.audit import audit_record
+from keys.services.audit import Actor, audit_record
 from keys.services.management_tokens import management_token_revoke
 from keys.services.webhooks import event_emit, tenant_admin_emails
 
@@ -184,3 +185,24 @@ def _leak_act(*, tenant: Tenant, row: object, report: Reported, ip_address: str 
         transaction.on_commit(
             lambda: send_mail(subject, body, None, recipients, fail_silently=True)  # noqa: B023 - once per call
         )
+
+
+@transaction.atomic
+def tenant_set_leak_response(
+    *, tenant: Tenant, leak_response: str, actor: Actor = None, ip_address: str | None = None
+) -> Tenant:
+    """Choose what a leak report does to this tenant's secrets: `revoke` (the default) or `alert`."""
+    if leak_response not in ("revoke", "alert"):
+        raise ValidationError({"leak_response": ["Choose revoke or alert."]})
+    if tenant.leak_response != leak_response:
+        # update_quietly: no policy the proxy reads changes
+        Tenant.objects.filter(pk=tenant.pk).update_quietly(leak_response=leak_response)
+        tenant.leak_response = leak_response
+        audit_record(
+            action="tenant.leak_response_changed",
+            tenant=tenant,
+            actor=actor,
+            ip_address=ip_address,
+            data={"leak_response": leak_response},
+        )
+    return tenant
