@@ -281,3 +281,18 @@ def test_another_tenants_events_never_reach_an_endpoint(tenant, other_tenant, re
 
 def test_event_types_are_checked():
     assert "quota.threshold" in AlertEvent.values
+
+
+def test_the_readmes_scanner_patterns_match_every_kind_and_nothing_cut_short():
+    import re
+    from pathlib import Path
+
+    from keys import crypto
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    pattern = r"\b(?:sk|mt|at)_[0-9A-Za-z]{38}\b"
+    assert pattern in readme
+    for token in (crypto.new_secret(), crypto.new_management_token(), crypto.new_access_token()):
+        assert re.fullmatch(pattern, token)
+        assert not re.search(pattern, token[:-1])
+    assert not re.search(pattern, crypto.new_key_id())  # a key id is public: not a leak
