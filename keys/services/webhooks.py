@@ -229,7 +229,9 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
 
 @transaction.atomic
 def _attempt_record(*, delivery: WebhookDelivery, attempt: webhook_sender.Attempt, now: datetime) -> str:
-    endpoint = WebhookEndpoint.objects.select_for_update().get(pk=delivery.endpoint_id)
+    endpoint = WebhookEndpoint.objects.select_for_update().filter(pk=delivery.endpoint_id).first()
+    if endpoint is None:
+        return DeliveryStatus.FAILED  # deleted while the attempt was out: its deliveries went with it
     delivery.attempts += 1
     delivery.last_status_code = attempt.status_code
     delivery.attempt_log = [
