@@ -196,6 +196,23 @@ KEYS_INPROCESS_JOBS = env_bool("KEYS_INPROCESS_JOBS", True)
 # Seconds between two ticks of that thread.
 KEYS_INPROCESS_JOBS_SECONDS = float(os.environ.get("KEYS_INPROCESS_JOBS_SECONDS", "60"))
 
+# --- Alerts, webhooks and leaked-key intake (keys/alerting.py, keys/services/webhooks.py) ---
+# Allow webhook receivers on loopback and private networks (and http for those only). Off: https to
+# public addresses only, as tenants' upstreams. Tests and a private deployment turn it on.
+KEYS_WEBHOOKS_ALLOW_PRIVATE_NETWORK = env_bool("KEYS_WEBHOOKS_ALLOW_PRIVATE_NETWORK")
+# Seconds for one delivery attempt (connect, send, answer).
+KEYS_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("KEYS_WEBHOOK_TIMEOUT_SECONDS", "10"))
+# First retry after this many seconds, doubling (at most an hour apart) for KEYS_WEBHOOK_RETRY_FOR_SECONDS.
+KEYS_WEBHOOK_RETRY_BASE_SECONDS = int(os.environ.get("KEYS_WEBHOOK_RETRY_BASE_SECONDS", "60"))
+KEYS_WEBHOOK_RETRY_FOR_SECONDS = int(os.environ.get("KEYS_WEBHOOK_RETRY_FOR_SECONDS", "86400"))
+# An endpoint is disabled (its admins e-mailed) after this many failed attempts in a row.
+KEYS_WEBHOOK_DISABLE_AFTER_FAILURES = int(os.environ.get("KEYS_WEBHOOK_DISABLE_AFTER_FAILURES", "20"))
+KEYS_MAX_WEBHOOKS_PER_TENANT = int(os.environ.get("KEYS_MAX_WEBHOOKS_PER_TENANT", "20"))
+KEYS_MAX_ALERT_RULES_PER_TENANT = int(os.environ.get("KEYS_MAX_ALERT_RULES_PER_TENANT", "100"))
+# GitHub secret scanning's public keys, JSON {"<key identifier>": "<PEM>"} (GitHub publishes them at
+# https://api.github.com/meta/public_keys/secret_scanning; copy them here, this server fetches nothing).
+KEYS_SECRET_SCANNING_PUBLIC_KEYS = os.environ.get("KEYS_SECRET_SCANNING_PUBLIC_KEYS", "{}")
+
 # --- The management API (DESIGN.md "Management API", "Token exchange") ---
 REST_FRAMEWORK = {
     # Views choose their authenticators (keys/api/authentication.py); nothing is open by default.
