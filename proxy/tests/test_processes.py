@@ -205,8 +205,17 @@ class OwnRedis:
     """A redis-server of this test's own, on a free port, that the test may stop or freeze."""
 
     def __init__(self) -> None:
-        port = _free_port()
-        self.url = f"redis://127.0.0.1:{port}/0"
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._start()
+
+    def restart(self) -> None:
+        """Kill it and start an empty one on the same port (it keeps nothing: no RDB, no AOF)."""
+        self.stop()
+        self._start()
+
+    def _start(self) -> None:
+        port = self.port
         self.process = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
             + ["--save", "", "--appendonly", "no", "--daemonize", "no"],
