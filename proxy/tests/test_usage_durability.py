@@ -80,7 +80,7 @@ def test_usage_counts_equal_the_answers_through_two_redis_restarts_and_a_gracefu
         # Answered a moment ago: the last flush has not run yet; the graceful stop must flush it.
     total = sum(seen.values())
     assert total > 100, seen
-    by_api = Counter()
+    by_api: Counter = Counter()
     for row in api.get(f"/api/v1/keys/{api_key.key_id}/usage", {"granularity": "day"}).json()["results"]:
         by_api[(row["outcome"], row["code"])] += row["count"]
     assert by_api == seen, f"recorded {dict(by_api)}, answered {dict(seen)}"
