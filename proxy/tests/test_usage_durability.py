@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 import urllib3
 from django.utils import timezone
 
@@ -86,7 +87,10 @@ def test_usage_counts_equal_the_answers_through_two_redis_restarts_and_a_gracefu
     assert by_api == seen, f"recorded {dict(by_api)}, answered {dict(seen)}"
 
 
-def test_a_graceful_stop_of_the_server_loses_no_usage(key_on_echo):
+@pytest.mark.parametrize(
+    "stop", [signal.SIGTERM, signal.SIGINT]
+)  # an orchestrator's stop; Ctrl-C of make run
+def test_a_graceful_stop_of_the_server_loses_no_usage(key_on_echo, stop):
     api_key, secret = key_on_echo()
     seen: Counter = Counter()
     with serve() as url:
@@ -98,7 +102,7 @@ def test_a_graceful_stop_of_the_server_loses_no_usage(key_on_echo):
                 headers={**_auth(secret), "Connection": "close"},
             )
             seen[_outcome(answer)] += 1
-        os.killpg(url.pid, signal.SIGTERM)  # at once: well within the flush interval of the last calls
+        os.killpg(url.pid, stop)  # at once: well within the flush interval of the last calls
     assert _recorded(api_key) == seen
 
 
