@@ -32,7 +32,8 @@ def usage_summary(
     *, tenant: Tenant, api_key: ApiKey, granularity: str, since: datetime, until: datetime
 ) -> list[dict]:
     """The key's requests in [since, until), per hour or day (UTC), by outcome and rejection code:
-    [{"period", "outcome", "code", "count"}], oldest first. Rows exist once a proxy process flushed them (within a second)."""
+    [{"period", "outcome", "code", "count"}], oldest first. Rows exist once a proxy process flushed them
+    (within a second)."""
     trunc = USAGE_PERIODS[granularity]
     rows = (
         usage_list(tenant=tenant, api_key=api_key, since=since)
