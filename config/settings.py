@@ -191,6 +191,9 @@ CELERY_TIMEZONE = TIME_ZONE
 KEYS_USAGE_RETENTION_DAYS = int(os.environ.get("KEYS_USAGE_RETENTION_DAYS", "90"))
 # Days of audit events kept (0: kept for ever).
 KEYS_AUDIT_RETENTION_DAYS = int(os.environ.get("KEYS_AUDIT_RETENTION_DAYS", "365"))
+# /readyz calls beat `stale` when no background job succeeded for this many seconds (the usage roll-up
+# runs every minute).
+OPS_BEAT_STALE_SECONDS = float(os.environ.get("OPS_BEAT_STALE_SECONDS", "180"))
 # Without Redis (no worker, no beat), run the jobs on a thread of the server process.
 KEYS_INPROCESS_JOBS = env_bool("KEYS_INPROCESS_JOBS", True)
 # Seconds between two ticks of that thread.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.http import HttpRequest
 
+from keys.log_context import bind_key
 from keys.request_ids import request_id
 from proxy.policy import KeyPolicy
 from proxy.tracing import trace_of
@@ -71,8 +72,11 @@ def begin(request: HttpRequest, upstream: str | None) -> Access:
 
 
 def note_key(key: KeyPolicy | None) -> None:
-    if key is not None and (access := _current.get()) is not None:
-        access.key, access.tenant = key.key_id, key.tenant_id
+    """The call's key is known: on its access line and on every later log line of the call."""
+    if key is not None:
+        bind_key(key.key_id, key.tenant_id)
+        if (access := _current.get()) is not None:
+            access.key, access.tenant = key.key_id, key.tenant_id
 
 
 def note_code(code: str) -> None:
