@@ -8,7 +8,9 @@ policy cache's database reads, so they happen on the request's thread as Django'
 """
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +22,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from proxy import gateway, hosts, views
+from proxy import gateway, hosts, outbound, views
 
 READ_BLOCK = 64 * 1024
 _loop: asyncio.AbstractEventLoop | None = None
@@ -34,8 +36,15 @@ def _gateway_loop() -> asyncio.AbstractEventLoop:
         if _loop is None:
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="proxy-gateway", daemon=True).start()
+            atexit.register(_close_client, loop)
             _loop = loop
         return _loop
+
+
+def _close_client(loop: asyncio.AbstractEventLoop) -> None:
+    """At exit: close the upstream connections, as the ASGI server's lifespan shutdown does."""
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(outbound.client.close(), loop).result(timeout=2)
 
 
 def scope_of(environ: WSGIEnvironment) -> dict[str, Any]:

@@ -19,10 +19,11 @@ from proxy.tests.test_processes import serve
 pytestmark = processes_marks
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker):
-    """One bin/serve for the module, against the test database (each test commits its own rows)."""
-    with django_db_blocker.unblock(), serve() as url:
+@pytest.fixture
+def server(transactional_db):
+    """bin/serve against the test database, stopped before the test's tables are emptied (its workers
+    write usage to them)."""
+    with serve() as url:
         yield url
 
 
