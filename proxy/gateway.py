@@ -262,6 +262,8 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await outbound.client.close()
+            # The worker stops: what it counted goes to the database now (it may not get another chance).
+            await asyncio.to_thread(usage.flush)
             await send({"type": "lifespan.shutdown.complete"})
             return
 
