@@ -6,9 +6,10 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from keys.request_ids import request_id
-from proxy import access_log, checks, cors, hosts, invalidation, metrics, outbound
+from proxy import access_log, checks, cors, hosts, invalidation, metrics, outbound, report
 from proxy.policy import PolicyUnavailable, policies
 from proxy.ratelimit import limiter
+from proxy.sharing import sharing
 from proxy.request import (
     body_to_send,
     check_body_size,
@@ -62,14 +63,20 @@ def _checked_relay(
             key, facts.origin, request.headers.get("Access-Control-Request-Headers", ""), headers
         )
     # 5-7: credentials, origin, the other allowlists; 8: limits; 9: path and body size.
+    # Checks of 6-8 in report mode pass and land in `reported` (proxy/report.py); 1-5 and 9-10 never do.
     rejection, credential = checks.check_credentials(key, facts, policies.token)
-    rejection = rejection or checks.check_origin(key, facts, credential) or checks.check_client(key, facts)
+    reported: list[checks.Rejection] = []
+    if not rejection:
+        origin, client = checks.check_origin(key, facts, credential), checks.client_rejections(key, facts)
+        rejection = report.enforced(key, reported, origin, *client)
     body: outbound.RequestBody  # a JSON-RPC body already read for its check, else read when sent
-    body, rejection = check_rpc_body(request, key) if not rejection else (None, rejection)
+    body, rpc = check_rpc_body(request, key) if not rejection else (None, None)
+    rejection = rejection or report.enforced(key, reported, rpc)
     if not rejection:
         verdict = limiter.check(key, facts.now)
         headers.update(verdict.headers)
-        rejection = verdict.rejection
+        rejection = report.enforced(key, reported, *verdict.refusals)
+    headers.update(report.would_reject_headers(reported))
     if rejection:
         return refuse(rejection, headers, key_id=key.key_id)
     if (target := outbound.outbound_path(upstream, path)) is None:
@@ -77,6 +84,8 @@ def _checked_relay(
         return refuse(rejection, headers, key_id=key.key_id)
     if rejection := check_body_size(request):
         return refuse(rejection, headers, key_id=key.key_id)
+    report.count_would_reject(usage.count, key.key_id, reported)  # it passes: count what would not have
+    sharing.note(key.key_id, facts.client_address, facts.origin, facts.user_agent)
     # 10: the call, within the upstream's total deadline.
     deadline = time.monotonic() + upstream.timeout
     out_headers = outbound.outbound_headers(

@@ -60,9 +60,11 @@ from keys.selectors.usage import (
     usage_list,
     usage_rejections,
     usage_summary,
+    usage_would_reject,
 )
 
 __all__ = [
+    "usage_would_reject",
     "tenant_list_for_user",
     "membership_get",
     "membership_for_user",

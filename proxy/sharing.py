@@ -1,0 +1,107 @@
+"""Key-sharing sketches off the hot path (keys/sharing.py has the store's format and the roll-up).
+
+A relayed request only increments three counters in process memory (`note`). A background thread
+flushes them every PROXY_USAGE_FLUSH_SECONDS in one pipelined round trip: PFADD into each key's daily
+HyperLogLogs, ZINCRBY into its top values (then trimmed), SADD of the key into the day's set. Each key
+keeps at most SHARING_VALUES_PER_FLUSH distinct values per kind between flushes in a process, so a
+flood of made-up user agents costs bounded memory (past it they are not counted). Values are request
+text an attacker chooses: cut to SHARING_VALUE_MAX_CHARS. Without Redis: keys.sharing.local_sketches.
+A failed flush keeps its counts for the next one.
+"""
+
+import atexit
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+
+from django.conf import settings
+
+from keys import sharing as store
+from proxy.lazy import lazy
+
+logger = logging.getLogger(__name__)
+
+SHARING_VALUES_PER_FLUSH = 1000
+
+
+class SharingCounter:
+    def __init__(self, redis_client: object | None) -> None:
+        self._client = redis_client
+        self._lock = threading.Lock()
+        self._sketch: store.Sketch = defaultdict(Counter)
+        self._thread: threading.Thread | None = None
+        self.flush_failures = 0
+
+    def note(self, key_id: str, address: str, origin: str | None, user_agent: str) -> None:
+        """One relayed request of the key: a few dictionary increments."""
+        day = store.day_of(time.time())
+        cut = store.SHARING_VALUE_MAX_CHARS
+        with self._lock:
+            for kind, value in (("addresses", address), ("origins", origin), ("user_agents", user_agent)):
+                if value:
+                    values = self._sketch[(day, key_id, kind)]
+                    if value[:cut] in values or len(values) < SHARING_VALUES_PER_FLUSH:
+                        values[value[:cut]] += 1
+        if self._thread is None and settings.PROXY_USAGE_FLUSH_SECONDS > 0:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="sharing-flusher", daemon=True)
+            self._thread.start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(settings.PROXY_USAGE_FLUSH_SECONDS)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            sketch, self._sketch = self._sketch, defaultdict(Counter)
+        if not sketch:
+            return
+        try:
+            if self._client is None:
+                store.local_sketches.add(sketch)
+            else:
+                self._flush_redis(sketch)
+        except Exception:  # noqa: BLE001 - keep the counts and try again next time
+            self.flush_failures += 1
+            logger.warning("sharing flush failed; will retry", exc_info=True)
+            with self._lock:
+                for name, values in sketch.items():
+                    self._sketch[name].update(values)
+
+    def _flush_redis(self, sketch: store.Sketch) -> None:
+        ttl = store.SHARING_RETENTION_SECONDS
+        pipe = self._client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        for (day, key_id, kind), values in sketch.items():
+            hll, top = store.hll_key(day, key_id, kind), store.top_key(day, key_id, kind)
+            pipe.pfadd(hll, *values)
+            pipe.expire(hll, ttl)
+            for value, count in values.items():
+                pipe.zincrby(top, count, value)
+            pipe.zremrangebyrank(top, 0, -store.SHARING_TOP_KEPT - 1)
+            pipe.expire(top, ttl)
+            pipe.sadd(store.keys_key(day), key_id)
+            pipe.expire(store.keys_key(day), ttl)
+        pipe.execute()
+
+    def discard_pending(self) -> None:
+        with self._lock:
+            self._sketch.clear()
+
+
+def _make_counter() -> SharingCounter:
+    if settings.REDIS_URL:
+        from django_redis import get_redis_connection
+
+        return SharingCounter(get_redis_connection("default"))
+    return SharingCounter(None)
+
+
+sharing = lazy(_make_counter, lambda: settings.REDIS_URL)
