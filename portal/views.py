@@ -220,6 +220,7 @@ def _report_context(tenant: Tenant, api_key: ApiKey) -> dict[str, object]:
         "would_reject": would,
         "allowlist_checks": services.ALLOWLIST_CHECKS,
         "sharing_days": days,
+        "sharing_any": any(day["addresses"] or day["origins"] or day["user_agents"] for day in days),
         "sharing_peak": peak,
         "sharing_flags": sharing.sharing_flags(api_key=api_key),
     }

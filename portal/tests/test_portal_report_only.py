@@ -109,3 +109,11 @@ def test_the_sharing_chart_flags_a_jump_above_the_keys_baseline(portal_client, r
     KeySharingDay.objects.filter(day=today).update(addresses=25)
     page = portal_client(Role.VIEWER).get(reverse("portal:key_detail", args=[report_key.key_id]))
     assert page.context["sharing_days"][-1]["flagged"] == []
+
+
+def test_the_usage_csv_carries_the_would_be_refusals(portal_client, report_key):
+    from portal.tests.test_portal_usage import usage_csv
+
+    _would(report_key, "origin_not_allowed", "https://evil.test", 3, hours_ago=1)
+    _, rows = usage_csv(portal_client(Role.VIEWER), range="30d")
+    assert [row[3:] for row in rows[1:]] == [["would_reject", "origin_not_allowed", "https://evil.test", "3"]]
