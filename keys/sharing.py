@@ -182,7 +182,9 @@ def sharing_days(*, api_key: ApiKey, days: int = 30, today: date | None = None) 
 def sharing_flags(*, api_key: ApiKey, days: int = 30, today: date | None = None) -> list[str]:
     """Why the key looks shared over the last `days` days: "addresses_jump", "origins_jump" (a day
     above its baseline), "origin_outside_allowlist" (called from an unlisted origin in report mode)."""
-    flags = {reason for day in sharing_days(api_key=api_key, days=days, today=today) for reason in day["flagged"]}
+    flags = {
+        reason for day in sharing_days(api_key=api_key, days=days, today=today) for reason in day["flagged"]
+    }
     if "allowed_origins" in (api_key.report_only or []):
         since = datetime.now(UTC) - timedelta(days=days)
         outside = (

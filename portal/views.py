@@ -40,10 +40,10 @@ from portal.common import (
     tenant_view,
 )
 from portal.forms import (
+    REPORT_CHOICES,
     ApiKeyCreateForm,
     ApiKeyEditForm,
     ApiKeyRotateForm,
-    REPORT_CHOICES,
     KeyCheckForm,
     RateLimitedAuthenticationForm,
     SignupForm,
@@ -210,8 +210,14 @@ def _report_context(tenant: Tenant, api_key: ApiKey) -> dict[str, object]:
         for row in selectors.usage_would_reject(tenant=tenant, api_key=api_key, since=now - timedelta(days=1))
     }
     would = [
-        {**row, "day": last_day.get((row["code"], row["detail"]), 0), "label": CHECK_LABELS.get(row["check"], "")}
-        for row in selectors.usage_would_reject(tenant=tenant, api_key=api_key, since=now - timedelta(days=30))
+        {
+            **row,
+            "day": last_day.get((row["code"], row["detail"]), 0),
+            "label": CHECK_LABELS.get(row["check"], ""),
+        }
+        for row in selectors.usage_would_reject(
+            tenant=tenant, api_key=api_key, since=now - timedelta(days=30)
+        )
     ]
     days = sharing.sharing_days(api_key=api_key)
     peak = max([1, *(max(day["addresses"], day["origins"], day["user_agents"]) for day in days)])
@@ -236,13 +242,15 @@ def key_check(request: TenantRequest, key_id: str) -> HttpResponse:
         messages.error(request, "That action is not possible for this key.")
         return redirect("portal:key_detail", key_id=api_key.key_id)
     check, value = form.cleaned_data["check"], form.cleaned_data["value"].strip()
-    actor = {"actor": request.user, "ip_address": client_address(request)}
+    actor, address = request.user, client_address(request)
     try:
         if value:
-            services.api_key_allowlist_add(api_key=api_key, check=check, value=value, **actor)
+            services.api_key_allowlist_add(
+                api_key=api_key, check=check, value=value, actor=actor, ip_address=address
+            )
             messages.success(request, f"{value} is added to the {CHECK_LABELS[check].lower()} allowlist.")
         else:
-            services.api_key_check_enforce(api_key=api_key, check=check, **actor)
+            services.api_key_check_enforce(api_key=api_key, check=check, actor=actor, ip_address=address)
             messages.success(request, f"{CHECK_LABELS[check]} are now enforced: such requests are refused.")
     except ValidationError as exc:
         messages.error(request, "; ".join(exc.messages))

@@ -158,7 +158,9 @@ def check_origin(key: KeyPolicy, facts: Facts, credential: str | TokenPolicy | N
     return None
 
 
-def check_token_origin(key: KeyPolicy, facts: Facts, credential: str | TokenPolicy | None) -> Rejection | None:
+def check_token_origin(
+    key: KeyPolicy, facts: Facts, credential: str | TokenPolicy | None
+) -> Rejection | None:
     """A token bound to origins holds only from them: never relaxed by report mode (no `check`)."""
     if facts.origin is not None and isinstance(credential, TokenPolicy):
         if not origin_allowed(facts.origin, credential.origins):
@@ -185,7 +187,9 @@ def check_client(key: KeyPolicy, facts: Facts) -> Rejection | None:
     return next((rejection for rejection in client_rejections(key, facts) if rejection), None)
 
 
-def client_rejections(key: KeyPolicy, facts: Facts) -> tuple[Rejection | None, Rejection | None, Rejection | None]:
+def client_rejections(
+    key: KeyPolicy, facts: Facts
+) -> tuple[Rejection | None, Rejection | None, Rejection | None]:
     """What the IP, user-agent and HTTP-method allowlists each say, in that order (each may be in
     report mode, so a relay needs all three, proxy/report.py)."""
     return check_ip(key, facts), check_user_agent(key, facts), check_http_method(key, facts)

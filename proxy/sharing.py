@@ -11,14 +11,19 @@ A failed flush keeps its counts for the next one.
 
 import atexit
 import logging
+import multiprocessing.util
 import threading
 import time
 from collections import Counter, defaultdict
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from keys import sharing as store
 from proxy.lazy import lazy
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +31,7 @@ SHARING_VALUES_PER_FLUSH = 1000
 
 
 class SharingCounter:
-    def __init__(self, redis_client: object | None) -> None:
+    def __init__(self, redis_client: "redis.Redis | None") -> None:
         self._client = redis_client
         self._lock = threading.Lock()
         self._sketch: store.Sketch = defaultdict(Counter)
@@ -52,7 +57,9 @@ class SharingCounter:
                 return
             self._thread = threading.Thread(target=self._run, name="sharing-flusher", daemon=True)
             self._thread.start()
+        # As proxy/usage.py: atexit for a plain process, a finaliser for a server's worker process.
         atexit.register(self.flush)
+        multiprocessing.util.Finalize(self, self.flush, exitpriority=10)
 
     def _run(self) -> None:
         while True:
@@ -68,7 +75,7 @@ class SharingCounter:
             if self._client is None:
                 store.local_sketches.add(sketch)
             else:
-                self._flush_redis(sketch)
+                self._flush_redis(self._client, sketch)
         except Exception:  # noqa: BLE001 - keep the counts and try again next time
             self.flush_failures += 1
             logger.warning("sharing flush failed; will retry", exc_info=True)
@@ -76,9 +83,10 @@ class SharingCounter:
                 for name, values in sketch.items():
                     self._sketch[name].update(values)
 
-    def _flush_redis(self, sketch: store.Sketch) -> None:
+    @staticmethod
+    def _flush_redis(client: "redis.Redis", sketch: store.Sketch) -> None:
         ttl = store.SHARING_RETENTION_SECONDS
-        pipe = self._client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        pipe = client.pipeline(transaction=False)
         for (day, key_id, kind), values in sketch.items():
             hll, top = store.hll_key(day, key_id, kind), store.top_key(day, key_id, kind)
             pipe.pfadd(hll, *values)

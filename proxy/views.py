@@ -9,7 +9,6 @@ from keys.request_ids import request_id
 from proxy import access_log, checks, cors, hosts, invalidation, metrics, outbound, report
 from proxy.policy import PolicyUnavailable, policies
 from proxy.ratelimit import limiter
-from proxy.sharing import sharing
 from proxy.request import (
     body_to_send,
     check_body_size,
@@ -19,6 +18,7 @@ from proxy.request import (
     forwarded_headers,
 )
 from proxy.responses import answer_headers, preflight, refuse, relayed
+from proxy.sharing import sharing
 from proxy.usage import ALLOWED, UPSTREAM_ERROR, usage
 
 

@@ -226,7 +226,8 @@ class SharingDaySerializer(serializers.Serializer):
     user_agents = serializers.IntegerField(help_text="Distinct user agents (approximate).")
     top = serializers.DictField(
         child=serializers.ListField(child=serializers.ListField()),
-        help_text='Top values by requests: {"addresses": [[value, requests], ...], "origins": ..., "user_agents": ...}.',
+        help_text='Top values by requests: {"addresses": [[value, requests], ...], "origins": ..., '
+        '"user_agents": ...}.',
     )
     flagged = serializers.ListField(
         child=serializers.CharField(), help_text="addresses_jump, origins_jump: above the key's baseline."

@@ -33,16 +33,29 @@ def report_page(site, tenant, loopback_upstream, django_user_model):
         rate_limit="10/s",
     )
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
-    for code, detail, count in [("origin_not_allowed", "https://staging.example.net", 7), ("rate_limited", "", 2)]:
+    for code, detail, count in [
+        ("origin_not_allowed", "https://staging.example.net", 7),
+        ("rate_limited", "", 2),
+    ]:
         UsageRecord.objects.create(
-            tenant=tenant, api_key=api_key, hour=hour, outcome="would_reject", code=code, detail=detail,
+            tenant=tenant,
+            api_key=api_key,
+            hour=hour,
+            outcome="would_reject",
+            code=code,
+            detail=detail,
             count=count,
         )
     today = datetime.now(UTC).date()
     for back, addresses in [(2, 4), (1, 5), (0, 90)]:
         KeySharingDay.objects.create(
-            tenant=tenant, api_key=api_key, day=today - timedelta(days=back), addresses=addresses, origins=2,
-            user_agents=3, top={"addresses": [["198.51.100.7", 50]], "origins": [["https://staging.example.net", 7]]},
+            tenant=tenant,
+            api_key=api_key,
+            day=today - timedelta(days=back),
+            addresses=addresses,
+            origins=2,
+            user_agents=3,
+            top={"addresses": [["198.51.100.7", 50]], "origins": [["https://staging.example.net", 7]]},
         )
     client = Client()
     client.force_login(developer)
@@ -75,7 +88,9 @@ def test_the_tenant_sees_would_be_refusals_adds_the_origin_and_enforces(site, re
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_key_page_in_report_mode_passes_axe_and_fits_a_phone(site, report_page, width):
     cookie, api_key = report_page
-    with browser_page(storage_state=session_state(site.url, cookie), viewport={"width": width, "height": 800}) as page:
+    with browser_page(
+        storage_state=session_state(site.url, cookie), viewport={"width": width, "height": 800}
+    ) as page:
         page.goto(f"{site.url}/portal/keys/{api_key.key_id}")
         page.add_script_tag(path=str(AXE))
         found = {"axe": page.evaluate(AXE_RUN), "overflow": page.evaluate(OVERFLOW)}

@@ -30,7 +30,12 @@ def report_key(tenant):
 def _would(api_key, code, detail, count, hours_ago):
     hour = (timezone.now() - timedelta(hours=hours_ago)).replace(minute=0, second=0, microsecond=0)
     UsageRecord.objects.create(
-        tenant=api_key.tenant, api_key=api_key, hour=hour, outcome="would_reject", code=code, detail=detail,
+        tenant=api_key.tenant,
+        api_key=api_key,
+        hour=hour,
+        outcome="would_reject",
+        code=code,
+        detail=detail,
         count=count,
     )
 
@@ -51,8 +56,14 @@ def test_the_key_page_shows_would_be_refusals_over_24_hours_and_30_days(portal_c
     page = portal_client(Role.VIEWER).get(reverse("portal:key_detail", args=[report_key.key_id]))
     rows = page.context["would_reject"]
     assert rows == [
-        {"check": "allowed_origins", "code": "origin_not_allowed", "detail": "https://evil.test", "count": 8,
-         "day": 3, "label": "Origins"}
+        {
+            "check": "allowed_origins",
+            "code": "origin_not_allowed",
+            "detail": "https://evil.test",
+            "count": 8,
+            "day": 3,
+            "label": "Origins",
+        }
     ]
     assert "Add <span" not in page.content.decode()  # a viewer gets no action
     assert "it was called from an origin outside its allowlist" in page.content.decode()
@@ -92,11 +103,20 @@ def test_the_sharing_chart_flags_a_jump_above_the_keys_baseline(portal_client, r
     today = datetime.now(UTC).date()
     for back in range(1, 8):
         KeySharingDay.objects.create(
-            tenant=report_key.tenant, api_key=report_key, day=today - timedelta(days=back), addresses=5,
-            origins=1, user_agents=1,
+            tenant=report_key.tenant,
+            api_key=report_key,
+            day=today - timedelta(days=back),
+            addresses=5,
+            origins=1,
+            user_agents=1,
         )
     KeySharingDay.objects.create(
-        tenant=report_key.tenant, api_key=report_key, day=today, addresses=80, origins=1, user_agents=2,
+        tenant=report_key.tenant,
+        api_key=report_key,
+        day=today,
+        addresses=80,
+        origins=1,
+        user_agents=2,
         top={"addresses": [["203.0.113.9", 40]], "origins": [], "user_agents": []},
     )
     page = portal_client(Role.VIEWER).get(reverse("portal:key_detail", args=[report_key.key_id]))

@@ -138,7 +138,11 @@ def test_a_relayed_request_is_noted_for_the_sharing_sketches(proxy, make_key):
     key, _ = make_key()
     proxy(key, "x", headers={"Origin": "https://a.test", "User-Agent": "ua/1"})
     pending = {name[2]: dict(values) for name, values in sharing._sketch.items() if name[1] == key.key_id}
-    assert pending == {"addresses": {"127.0.0.1": 1}, "origins": {"https://a.test": 1}, "user_agents": {"ua/1": 1}}
+    assert pending == {
+        "addresses": {"127.0.0.1": 1},
+        "origins": {"https://a.test": 1},
+        "user_agents": {"ua/1": 1},
+    }
 
 
 # --- the pure contract (proxy/report.py) -----------------------------------------------------------
@@ -159,5 +163,3 @@ def test_enforced_returns_the_first_enforced_refusal_and_collects_the_reported_o
     counted = []
     report.count_would_reject(lambda *args: counted.append(args), "pk_x", [ip, ip])
     assert counted == [("pk_x", "would_reject", "ip_not_allowed", "1.2.3.4")] * 2
-
-

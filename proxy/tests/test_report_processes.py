@@ -7,12 +7,31 @@ import pytest
 import urllib3
 from django.urls import reverse
 
+from keys import services
 from keys.models import ApiKey, Role
 from keys.sharing import sharing_roll_up
 from keys.usage.roll_up import usage_roll_up
-from proxy.tests.test_processes import key_on_echo, pytestmark, serve  # noqa: F401 - fixtures and marks
+from proxy.tests.test_processes import pytestmark, serve  # noqa: F401 - the marks: PostgreSQL and Redis
 
 ORIGIN = "https://evil.test"
+
+
+@pytest.fixture
+def key_on_echo(tenant, upstream_server):
+    """key_on_echo(**fields) -> (key, secret): a key of `tenant` on the upstream server's /echo."""
+    echo = services.upstream_create(
+        tenant=None,
+        slug="echo",
+        base_url=f"{upstream_server.url}/echo",
+        allow_private_network=True,
+        actor="test",
+        actor_is_staff=True,
+    )
+
+    def make(**fields):
+        return services.api_key_create(tenant=tenant, name="app", upstreams=[echo], actor="test", **fields)
+
+    return make
 
 
 def _roll_up() -> None:
