@@ -34,13 +34,13 @@ class SharingCounter:
     def __init__(self, redis_client: "redis.Redis | None") -> None:
         self._client = redis_client
         self._lock = threading.Lock()
-        self._sketch: store.Sketch = defaultdict(Counter)
+        self._sketch: dict[tuple[int, str, str], Counter[str]] = defaultdict(Counter)
         self._thread: threading.Thread | None = None
         self.flush_failures = 0
 
     def note(self, key_id: str, address: str, origin: str | None, user_agent: str) -> None:
         """One relayed request of the key: a few dictionary increments."""
-        day = store.day_of(time.time())
+        day = int(time.time() // 86400)  # the UTC day's number; named (YYYYMMDD) only when flushed
         cut = store.SHARING_VALUE_MAX_CHARS
         with self._lock:
             for kind, value in (("addresses", address), ("origins", origin), ("user_agents", user_agent)):
@@ -68,9 +68,13 @@ class SharingCounter:
 
     def flush(self) -> None:
         with self._lock:
-            sketch, self._sketch = self._sketch, defaultdict(Counter)
-        if not sketch:
+            pending, self._sketch = self._sketch, defaultdict(Counter)
+        if not pending:
             return
+        sketch: store.Sketch = {
+            (store.day_of(day * 86400), key_id, kind): values
+            for (day, key_id, kind), values in pending.items()
+        }
         try:
             if self._client is None:
                 store.local_sketches.add(sketch)
@@ -80,7 +84,7 @@ class SharingCounter:
             self.flush_failures += 1
             logger.warning("sharing flush failed; will retry", exc_info=True)
             with self._lock:
-                for name, values in sketch.items():
+                for name, values in pending.items():
                     self._sketch[name].update(values)
 
     @staticmethod
