@@ -1,11 +1,11 @@
 """Key-sharing sketches off the hot path (keys/sharing.py has the store's format and the roll-up).
 
-A relayed request only increments three counters in process memory (`note`). A background thread
+A relayed request only increments one counter in process memory (`note`). A background thread
 flushes them every PROXY_USAGE_FLUSH_SECONDS in one pipelined round trip: PFADD into each key's daily
-HyperLogLogs, ZINCRBY into its top values (then trimmed), SADD of the key into the day's set. Each key
-keeps at most SHARING_VALUES_PER_FLUSH distinct values per kind between flushes in a process, so a
-flood of made-up user agents costs bounded memory (past it they are not counted). Values are request
-text an attacker chooses: cut to SHARING_VALUE_MAX_CHARS. Without Redis: keys.sharing.local_sketches.
+HyperLogLogs, ZINCRBY into its top values (then trimmed), SADD of the key into the day's set. A process
+keeps at most SHARING_CALLS_PER_FLUSH distinct combinations between flushes (past it they are not
+counted until the next flush). Values are request text an attacker chooses: cut to
+SHARING_VALUE_MAX_CHARS. Without Redis: keys.sharing.local_sketches.
 A failed flush keeps its counts for the next one.
 """
 
@@ -27,27 +27,33 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SHARING_VALUES_PER_FLUSH = 1000
+# Distinct (key, address, origin, user agent) combinations a process keeps between two flushes; past it
+# new ones are not counted until the next flush (a flood of made-up user agents costs bounded memory).
+SHARING_CALLS_PER_FLUSH = 20_000
 
 
 class SharingCounter:
     def __init__(self, redis_client: "redis.Redis | None") -> None:
         self._client = redis_client
         self._lock = threading.Lock()
-        self._sketch: dict[tuple[int, str, str], Counter[str]] = defaultdict(Counter)
+        # (day number, key_id, address, origin, user agent) -> requests, since the last flush.
+        self._calls: Counter[tuple[int, str, str, str, str]] = Counter()
         self._thread: threading.Thread | None = None
         self.flush_failures = 0
 
     def note(self, key_id: str, address: str, origin: str | None, user_agent: str) -> None:
-        """One relayed request of the key: a few dictionary increments."""
-        day = int(time.time() // 86400)  # the UTC day's number; named (YYYYMMDD) only when flushed
+        """One relayed request of the key: one dictionary increment (split into kinds when flushed)."""
         cut = store.SHARING_VALUE_MAX_CHARS
+        if len(user_agent) > cut:
+            user_agent = user_agent[:cut]
+        if origin is not None and len(origin) > cut:
+            origin = origin[:cut]
+        # The UTC day's number; named (YYYYMMDD) only when flushed.
+        call = (int(time.time() // 86400), key_id, address, origin or "", user_agent)
+        calls = self._calls
         with self._lock:
-            for kind, value in (("addresses", address), ("origins", origin), ("user_agents", user_agent)):
-                if value:
-                    values = self._sketch[(day, key_id, kind)]
-                    if value[:cut] in values or len(values) < SHARING_VALUES_PER_FLUSH:
-                        values[value[:cut]] += 1
+            if call in calls or len(calls) < SHARING_CALLS_PER_FLUSH:
+                calls[call] += 1
         if self._thread is None and settings.PROXY_USAGE_FLUSH_SECONDS > 0:
             self._start()
 
@@ -68,13 +74,15 @@ class SharingCounter:
 
     def flush(self) -> None:
         with self._lock:
-            pending, self._sketch = self._sketch, defaultdict(Counter)
+            pending, self._calls = self._calls, Counter()
         if not pending:
             return
-        sketch: store.Sketch = {
-            (store.day_of(day * 86400), key_id, kind): values
-            for (day, key_id, kind), values in pending.items()
-        }
+        sketch: store.Sketch = defaultdict(Counter)
+        for (day_number, key_id, address, origin, user_agent), count in pending.items():
+            day = store.day_of(day_number * 86400)
+            for kind, value in (("addresses", address), ("origins", origin), ("user_agents", user_agent)):
+                if value:
+                    sketch[(day, key_id, kind)][value] += count
         try:
             if self._client is None:
                 store.local_sketches.add(sketch)
@@ -84,8 +92,7 @@ class SharingCounter:
             self.flush_failures += 1
             logger.warning("sharing flush failed; will retry", exc_info=True)
             with self._lock:
-                for name, values in pending.items():
-                    self._sketch[name].update(values)
+                self._calls.update(pending)
 
     @staticmethod
     def _flush_redis(client: "redis.Redis", sketch: store.Sketch) -> None:
@@ -105,7 +112,11 @@ class SharingCounter:
 
     def discard_pending(self) -> None:
         with self._lock:
-            self._sketch.clear()
+            self._calls.clear()
+
+    def pending(self) -> dict[tuple[int, str, str, str, str], int]:
+        with self._lock:
+            return dict(self._calls)
 
 
 def _make_counter() -> SharingCounter:

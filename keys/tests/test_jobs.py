@@ -493,6 +493,7 @@ def test_the_in_process_runner_runs_each_job_at_its_interval(db):
         "access_tokens_purge",
         "api_keys_expire",
         "usage_roll_up",
+        "sharing_roll_up",
         "usage_trim",
     ]
     assert jobs.run_due_jobs(last_runs=last_runs, now=1_000_030) == []
@@ -500,11 +501,13 @@ def test_the_in_process_runner_runs_each_job_at_its_interval(db):
         "access_tokens_purge",
         "api_keys_expire",
         "usage_roll_up",
+        "sharing_roll_up",
     ]
     assert jobs.run_due_jobs(last_runs=last_runs, now=1_000_000 + 86400) == [
         "access_tokens_purge",
         "api_keys_expire",
         "usage_roll_up",
+        "sharing_roll_up",
         "usage_trim",
     ]
 

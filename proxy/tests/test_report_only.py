@@ -137,12 +137,8 @@ def test_a_relayed_request_is_noted_for_the_sharing_sketches(proxy, make_key):
     sharing.discard_pending()
     key, _ = make_key()
     proxy(key, "x", headers={"Origin": "https://a.test", "User-Agent": "ua/1"})
-    pending = {name[2]: dict(values) for name, values in sharing._sketch.items() if name[1] == key.key_id}
-    assert pending == {
-        "addresses": {"127.0.0.1": 1},
-        "origins": {"https://a.test": 1},
-        "user_agents": {"ua/1": 1},
-    }
+    pending = {call[2:]: count for call, count in sharing.pending().items() if call[1] == key.key_id}
+    assert pending == {("127.0.0.1", "https://a.test", "ua/1"): 1}
 
 
 # --- the pure contract (proxy/report.py) -----------------------------------------------------------
@@ -163,3 +159,14 @@ def test_enforced_returns_the_first_enforced_refusal_and_collects_the_reported_o
     counted = []
     report.count_would_reject(lambda *args: counted.append(args), "pk_x", [ip, ip])
     assert counted == [("pk_x", "would_reject", "ip_not_allowed", "1.2.3.4")] * 2
+
+
+def test_a_preflight_from_an_unlisted_origin_is_granted_while_origins_report(proxy, make_key):
+    key, _ = make_key(allowed_origins=["https://app.example.com"], report_only=["allowed_origins"])
+    headers = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    answer = proxy(key, "", method="OPTIONS", headers=headers)
+    assert answer.status == 204
+    assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert _would(key.key_id) == {}  # the call that follows is what counts
+    enforced, _ = make_key(allowed_origins=["https://app.example.com"])
+    assert proxy(enforced, "", method="OPTIONS", headers=headers).status == 403
