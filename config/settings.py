@@ -191,6 +191,9 @@ CELERY_TIMEZONE = TIME_ZONE
 KEYS_USAGE_RETENTION_DAYS = int(os.environ.get("KEYS_USAGE_RETENTION_DAYS", "90"))
 # Days of audit events kept (0: kept for ever).
 KEYS_AUDIT_RETENTION_DAYS = int(os.environ.get("KEYS_AUDIT_RETENTION_DAYS", "365"))
+# /readyz calls beat `stale` when no background job succeeded for this many seconds (the usage roll-up
+# runs every minute).
+OPS_BEAT_STALE_SECONDS = float(os.environ.get("OPS_BEAT_STALE_SECONDS", "180"))
 # Without Redis (no worker, no beat), run the jobs on a thread of the server process.
 KEYS_INPROCESS_JOBS = env_bool("KEYS_INPROCESS_JOBS", True)
 # Seconds between two ticks of that thread.
@@ -201,6 +204,23 @@ KEYS_INPROCESS_JOBS_SECONDS = float(os.environ.get("KEYS_INPROCESS_JOBS_SECONDS"
 KEYS_SHARING_BASELINE_DAYS = int(os.environ.get("KEYS_SHARING_BASELINE_DAYS", "7"))
 KEYS_SHARING_JUMP_FACTOR = float(os.environ.get("KEYS_SHARING_JUMP_FACTOR", "3.0"))
 KEYS_SHARING_JUMP_MIN = int(os.environ.get("KEYS_SHARING_JUMP_MIN", "20"))
+
+# --- Alerts, webhooks and leaked-key intake (keys/alerting.py, keys/services/webhooks.py) ---
+# Allow webhook receivers on loopback and private networks (and http for those only). Off: https to
+# public addresses only, as tenants' upstreams. Tests and a private deployment turn it on.
+KEYS_WEBHOOKS_ALLOW_PRIVATE_NETWORK = env_bool("KEYS_WEBHOOKS_ALLOW_PRIVATE_NETWORK")
+# Seconds for one delivery attempt (connect, send, answer).
+KEYS_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("KEYS_WEBHOOK_TIMEOUT_SECONDS", "10"))
+# First retry after this many seconds, doubling (at most an hour apart) for KEYS_WEBHOOK_RETRY_FOR_SECONDS.
+KEYS_WEBHOOK_RETRY_BASE_SECONDS = int(os.environ.get("KEYS_WEBHOOK_RETRY_BASE_SECONDS", "60"))
+KEYS_WEBHOOK_RETRY_FOR_SECONDS = int(os.environ.get("KEYS_WEBHOOK_RETRY_FOR_SECONDS", "86400"))
+# An endpoint is disabled (its admins e-mailed) after this many failed attempts in a row.
+KEYS_WEBHOOK_DISABLE_AFTER_FAILURES = int(os.environ.get("KEYS_WEBHOOK_DISABLE_AFTER_FAILURES", "20"))
+KEYS_MAX_WEBHOOKS_PER_TENANT = int(os.environ.get("KEYS_MAX_WEBHOOKS_PER_TENANT", "20"))
+KEYS_MAX_ALERT_RULES_PER_TENANT = int(os.environ.get("KEYS_MAX_ALERT_RULES_PER_TENANT", "100"))
+# GitHub secret scanning's public keys, JSON {"<key identifier>": "<PEM>"} (GitHub publishes them at
+# https://api.github.com/meta/public_keys/secret_scanning; copy them here, this server fetches nothing).
+KEYS_SECRET_SCANNING_PUBLIC_KEYS = os.environ.get("KEYS_SECRET_SCANNING_PUBLIC_KEYS", "{}")
 
 # --- The management API (DESIGN.md "Management API", "Token exchange") ---
 REST_FRAMEWORK = {
@@ -316,8 +336,13 @@ PROXY_POLICY_TTL = float(os.environ.get("PROXY_POLICY_TTL", "300"))
 # Most policies of each kind each process keeps in memory (as many again for ids that do not exist);
 # the least recently used go first.
 PROXY_POLICY_CACHE_ENTRIES = int(os.environ.get("PROXY_POLICY_CACHE_ENTRIES", "50000"))
-# Connections kept open per upstream address, per process.
-PROXY_POOL_SIZE = int(os.environ.get("PROXY_POOL_SIZE", "32"))
+# Most connections open at once per upstream address, per server worker; a call past it waits for one,
+# within its deadline. Each call in flight holds one, so this is also the most calls in flight per
+# upstream and worker.
+PROXY_POOL_SIZE = int(os.environ.get("PROXY_POOL_SIZE", "1024"))
+# Seconds an idle upstream connection is kept for the next call: under the idle timeout of most servers
+# (5 s and up), so the proxy closes it before the upstream does and a call never meets a closed one.
+PROXY_KEEPALIVE_SECONDS = float(os.environ.get("PROXY_KEEPALIVE_SECONDS", "4"))
 # Seconds a checked upstream address is reused before the host is resolved (and checked) again.
 PROXY_DNS_CACHE_SECONDS = float(os.environ.get("PROXY_DNS_CACHE_SECONDS", "30"))
 # Largest share of a rate limit one process leases from Redis at a time.

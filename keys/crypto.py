@@ -23,6 +23,7 @@ SECRET_PREFIX = "sk_"  # noqa: S105 - a prefix, not a secret
 ACCESS_TOKEN_PREFIX = "at_"  # noqa: S105
 MANAGEMENT_TOKEN_PREFIX = "mt_"  # noqa: S105
 INVITATION_PREFIX = "iv_"
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the signing secret of a webhook endpoint (Stripe's prefix)
 
 KEY_ID_BODY_LENGTH = 24
 SECRET_BODY_LENGTH = 32
@@ -35,6 +36,7 @@ _PATTERNS = {
         (ACCESS_TOKEN_PREFIX, SECRET_BODY_LENGTH),
         (MANAGEMENT_TOKEN_PREFIX, SECRET_BODY_LENGTH),
         (INVITATION_PREFIX, SECRET_BODY_LENGTH),
+        (WEBHOOK_SECRET_PREFIX, SECRET_BODY_LENGTH),
     )
 }
 
@@ -84,6 +86,17 @@ def new_management_token() -> str:
 def new_invitation_token() -> str:
     """The secret part of an invitation link: single use, stored only as its hash."""
     return _generate(INVITATION_PREFIX, SECRET_BODY_LENGTH)
+
+
+def new_webhook_secret() -> str:
+    """A webhook endpoint's signing secret: stored encrypted (it must be read to sign), shown once."""
+    return _generate(WEBHOOK_SECRET_PREFIX, SECRET_BODY_LENGTH)
+
+
+def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
+    """The `Webhook-Signature` header: `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>" under secret>`."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
 
 
 def hash_secret(value: str) -> str:

@@ -25,6 +25,7 @@ ERROR_STATUS = {
     "quota_exceeded": 429,
     "invalid_path": 400,
     "payload_too_large": 413,
+    "request_timeout": 408,
     "upstream_unreachable": 502,
     "upstream_timeout": 504,
     "service_unavailable": 503,

@@ -154,7 +154,23 @@ _INPROCESS_JOBS: Schedule = (
     ("usage_roll_up", usage_roll_up, 60),
     ("sharing_roll_up", sharing_roll_up, 60),
     ("usage_trim", usage_trim, 86400),
+    ("alerts_evaluate", lambda: _alerts_evaluate(), 60),
+    ("webhook_deliveries_retry", lambda: _webhook_deliveries_retry(), 60),
 )
+
+
+def _alerts_evaluate() -> int:
+    from keys.alerting import alerts_evaluate  # it imports the services, as this module does
+
+    return alerts_evaluate()
+
+
+def _webhook_deliveries_retry() -> int:
+    from keys.services.webhooks import webhook_deliveries_retry
+
+    return webhook_deliveries_retry()
+
+
 _scheduler: threading.Thread | None = None
 _scheduler_lock = threading.Lock()
 

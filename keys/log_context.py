@@ -1,5 +1,6 @@
 """What every log line carries: the id of the request being served, from a context variable that the
-site's RequestIdMiddleware and the proxy's fast path set, read by a logging filter."""
+site's RequestIdMiddleware and the proxy's fast path set, read by a logging filter; and on a proxied
+call, once its key is known, the key id and the tenant (`key`, `tenant`, as on the access line)."""
 
 import logging
 from contextvars import ContextVar, Token
@@ -7,6 +8,8 @@ from contextvars import ContextVar, Token
 from pythonjsonlogger.json import JsonFormatter
 
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+# (key id, tenant id) of the proxied call being served, once the relay found its key.
+current_key: ContextVar[tuple[str, int] | None] = ContextVar("current_key", default=None)
 
 
 def bind_request_id(request_id: str) -> Token[str | None]:
@@ -16,14 +19,26 @@ def bind_request_id(request_id: str) -> Token[str | None]:
 
 def unbind_request_id(token: Token[str | None]) -> None:
     current_request_id.reset(token)
+    current_key.set(None)  # the call is over: its key no longer speaks for this thread's lines
+
+
+def bind_key(key_id: str, tenant_id: int) -> None:
+    """Mark this request's later log lines with its key and tenant (until `unbind_request_id`)."""
+    current_key.set((key_id, tenant_id))
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds `request_id` (None outside a request) to every record, unless the record brings its own."""
+    """Adds `request_id` (None outside a request) to every record, and `key` and `tenant` on a proxied
+    call's, unless the record brings its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = current_request_id.get()
+        if (key := current_key.get()) is not None:
+            if not hasattr(record, "key"):
+                record.key = key[0]
+            if not hasattr(record, "tenant"):
+                record.tenant = key[1]
         return True
 
 

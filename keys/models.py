@@ -61,6 +61,12 @@ class Tenant(models.Model):
     slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True, help_text="A suspended tenant's keys answer 403.")
+    leak_response = models.CharField(
+        max_length=10,
+        choices=[("revoke", "Revoke at once"), ("alert", "Only alert")],
+        default="revoke",
+        help_text="What a leak report (GitHub secret scanning) does to a secret or token of this tenant.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = PolicyQuerySet.as_manager()
@@ -448,3 +454,7 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target_id}"
+
+
+# Alert rules, webhook endpoints and their deliveries (a module of their own, registered with this app).
+from keys.alert_models import AlertFiring, AlertRule, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401

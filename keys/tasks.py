@@ -8,7 +8,7 @@ Without Redis there is no worker or beat: the server process runs the same jobs 
 
 from celery import shared_task
 
-from keys import jobs, sharing
+from keys import alerting, jobs, sharing
 from keys.job_runs import job_succeeded
 from keys.usage import roll_up
 
@@ -43,4 +43,30 @@ def usage_trim() -> dict[str, int]:
     """Delete usage records and audit events past their retention."""
     done = jobs.usage_trim()
     job_succeeded("usage_trim")
+    return done
+
+
+@shared_task
+def alerts_evaluate() -> int:
+    """Evaluate the tenants' alert rules from usage records and the audit trail; fire what crossed."""
+    done = alerting.alerts_evaluate()
+    job_succeeded("alerts_evaluate")
+    return done
+
+
+@shared_task
+def webhook_deliver(delivery_id: int) -> str:
+    """The first attempt of one webhook delivery (retries are made by webhook_deliveries_retry)."""
+    from keys.services import webhooks
+
+    return webhooks.webhook_delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task
+def webhook_deliveries_retry() -> int:
+    """Attempt the webhook deliveries whose backoff has passed."""
+    from keys.services import webhooks
+
+    done = webhooks.webhook_deliveries_retry()
+    job_succeeded("webhook_deliveries_retry")
     return done

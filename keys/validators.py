@@ -354,3 +354,48 @@ def check_credential(*, auth_type: str, auth_name: str, auth_value: str | None) 
             errors["auth_value"] = ["The credential may not contain line breaks or control characters."]
     if errors:
         raise ValidationError(errors)
+
+
+# --- Webhook URLs --------------------------------------------------------------------------------
+
+
+def clean_webhook_url(value: str) -> str:
+    """A webhook endpoint's URL: as an upstream's (no user info, no fragment), https, a query allowed."""
+    if not isinstance(value, str):
+        raise ValidationError("Enter the endpoint's URL.", code="required")
+    text = value.strip()
+    base, sep, query = text.partition("?")
+    if "#" in text:
+        raise ValidationError("The URL may not have a fragment.", code="invalid_url")
+    cleaned = clean_upstream_url(base)
+    if query and any(ch.isspace() or ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in query):
+        raise ValidationError(
+            "The URL may not contain white space or control characters.", code="invalid_url"
+        )
+    return cleaned + (sep + query if query else "")
+
+
+def check_webhook_destination(
+    url: str, *, allow_private: bool, resolve: Resolver = resolve_host
+) -> list[str]:
+    """The addresses a delivery to `url` may connect to. Public hosts need https; with `allow_private`
+    (the operator's KEYS_WEBHOOKS_ALLOW_PRIVATE_NETWORK) a loopback or private receiver is allowed, over
+    http too (no public CA certifies such an address)."""
+    parts = urlsplit(url)
+    if allow_private:
+        host = parts.hostname or ""
+        try:
+            addresses = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            addresses = resolve(host)
+        if parts.scheme != "https" and any(address_is_public(address) for address in addresses):
+            raise ValidationError("A webhook URL must use https.", code="invalid_scheme")
+        return addresses
+    if parts.scheme != "https":
+        raise ValidationError("A webhook URL must use https.", code="invalid_scheme")
+    try:
+        return check_public_destination(url, resolve=resolve)
+    except ValidationError as exc:
+        raise ValidationError(
+            f"The webhook host {parts.hostname!r} resolves to a non-public address.", code="private_address"
+        ) from exc

@@ -2,12 +2,15 @@
 
 import json
 import logging
+import time
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+
+from keys.job_runs import jobs_last_success
 
 logger = logging.getLogger(__name__)
 
@@ -17,8 +20,23 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def _beat() -> dict[str, object]:
+    """Whether Celery beat (and a worker) keep the background jobs running: the age of the latest job
+    success. `stale` past OPS_BEAT_STALE_SECONDS, `unknown` before any job succeeded (or when the cache
+    cannot say). It does not make the server unready: the proxy serves without beat."""
+    successes = jobs_last_success()
+    if not successes:
+        return {"status": "unknown", "last_job_success_age_seconds": None}
+    age = max(0.0, time.time() - max(successes.values()))
+    return {
+        "status": "ok" if age <= settings.OPS_BEAT_STALE_SECONDS else "stale",
+        "last_job_success_age_seconds": round(age, 1),
+    }
+
+
 def readyz(request: HttpRequest) -> JsonResponse:
-    """200 only when the database and the cache answer; 503 with what failed otherwise."""
+    """200 only when the database and the cache answer; 503 with what failed otherwise. Where Celery
+    runs (REDIS_URL set), `beat` says how fresh the background jobs are (never a cause of 503)."""
     checks = {}
     try:
         with connection.cursor() as cursor:
@@ -34,9 +52,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
         logger.exception("readiness: cache check failed")
         checks["cache"] = "unavailable"
     ready = all(state == "ok" for state in checks.values())
-    return JsonResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
-    )
+    body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    if not settings.CELERY_TASK_ALWAYS_EAGER:  # a worker and beat run the jobs
+        body["beat"] = _beat()
+    return JsonResponse(body, status=200 if ready else 503)
 
 
 @csrf_exempt

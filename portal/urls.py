@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
-from portal import accounts, audit, members, tokens, upstreams, usage, views
+from portal import accounts, alerts, audit, members, tokens, upstreams, usage, views
 
 
 class KeyIdConverter:
@@ -41,4 +41,5 @@ urlpatterns = [
     *tokens.urlpatterns,
     *audit.urlpatterns,
     *usage.urlpatterns,
+    *alerts.urlpatterns,
 ]

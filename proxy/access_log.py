@@ -1,17 +1,18 @@
-"""One access line per proxied request (logger `proxy.access`), written when the answer is done: at
-once for an answer in memory, when a streamed one ends or is closed. It holds no secret, token,
+"""One access line per proxied request (logger `proxy.access`), written when the answer is done (a
+streamed one when it ends or is cut). It holds no secret, token,
 credential or query string: the path only (the query may carry the upstream's credential)."""
 
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest
 
+from keys.log_context import bind_key
 from keys.request_ids import request_id
 from proxy.policy import KeyPolicy
 from proxy.tracing import trace_of
@@ -71,8 +72,11 @@ def begin(request: HttpRequest, upstream: str | None) -> Access:
 
 
 def note_key(key: KeyPolicy | None) -> None:
-    if key is not None and (access := _current.get()) is not None:
-        access.key, access.tenant = key.key_id, key.tenant_id
+    """The call's key is known: on its access line and on every later log line of the call."""
+    if key is not None:
+        bind_key(key.key_id, key.tenant_id)
+        if (access := _current.get()) is not None:
+            access.key, access.tenant = key.key_id, key.tenant_id
 
 
 def note_code(code: str) -> None:
@@ -80,29 +84,10 @@ def note_code(code: str) -> None:
         access.code = code
 
 
-class _WrittenOnClose:
-    """A streamed body whose close() writes the access line. Django's response.close(), which the WSGI
-    server calls when the stream ends or the client leaves, calls it after closing the upstream answer
-    (registered first); nothing is buffered."""
-
-    def __init__(self, chunks: Iterable[bytes], access: Access, status: int) -> None:
-        self._chunks, self._access, self._status = chunks, access, status
-        self._written = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._chunks)
-
-    def close(self) -> None:
-        if not self._written:
-            self._written = True
-            self._access.write(self._status)
-
-
-def finish(access: Access, response: HttpResponse | StreamingHttpResponse) -> None:
-    """Write the access line now, or for a streamed answer when its stream is closed."""
+def end(access: Access, status: int) -> None:
+    """The request is answered (a streamed answer to its end, or cut): write its line."""
     if access.bound is not None:
-        _current.reset(access.bound)
-    if not isinstance(response, StreamingHttpResponse):
-        access.write(response.status_code)
-    elif isinstance(chunks := response.streaming_content, Iterator):  # the relay's streams are sync
-        response.streaming_content = _WrittenOnClose(chunks, access, response.status_code)
+        with contextlib.suppress(ValueError):  # a call abandoned by its server ends in another context
+            _current.reset(access.bound)
+        access.bound = None
+    access.write(status)

@@ -12,6 +12,9 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 PROXY_PREFIX = "/proxy/"
+# DESIGN.md: ANY /proxy/<upstream>/<key_id>/<path>; with no path (with or without the slash) the call
+# goes to the upstream's base URL itself. Matched after PROXY_PREFIX (proxy/gateway.py, proxy/urls.py).
+RELAY_PATH = r"^(?P<upstream_slug>[a-z0-9-]+)/(?P<key_id>[^/]+)(?:/(?P<path>.*))?$"
 EVERY_HOST_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 Route = Literal["proxy", "site", "wrong_host"]

@@ -9,8 +9,8 @@ PROMETHEUS_MULTIPROC_DIR), so one scrape of /metrics (ops/metrics.py) sees the w
 """
 
 import time
+from typing import Protocol
 
-from django.http.response import HttpResponseBase
 from prometheus_client import Counter, Gauge, Histogram
 
 from keys.usage.store import ALLOWED
@@ -54,6 +54,16 @@ usage_flush_lag = Gauge(
     "Seconds since the last successful usage flush, at the last attempt (the worst worker).",
     multiprocess_mode="livemax",
 )
+usage_pending = Gauge(
+    "proxy_usage_pending_requests",
+    "Requests counted but not yet durable in the database (all workers).",
+    multiprocess_mode="livesum",
+)
+usage_last_flush = Gauge(
+    "proxy_usage_last_flush_timestamp_seconds",
+    "When a usage flush last succeeded (Unix time; the latest worker).",
+    multiprocess_mode="livemax",
+)
 policy_cache = Counter(
     "proxy_policy_cache", "Policy cache lookups, by kind and hit or miss.", ["kind", "result"]
 )
@@ -74,7 +84,13 @@ def call_started() -> float:
     return time.perf_counter()
 
 
-def call_finished(started: float, upstream: str | None, response: HttpResponseBase | None) -> None:
+class Answered(Protocol):
+    """What a proxied call answered: a Django response or the relayed upstream answer."""
+
+    status_code: int
+
+
+def call_finished(started: float, upstream: str | None, response: Answered | None) -> None:
     """A proxied call answered (None: it raised, the server answers 500): `upstream` is None unless
     the upstream exists. A refusal (proxy.responses.Refusal) carries its outcome; the rest were allowed."""
     in_flight.dec()
@@ -91,14 +107,19 @@ def upstream_answered(upstream: str, sent: float) -> None:
     upstream_duration.labels(upstream).observe(time.perf_counter() - sent)
 
 
-def usage_flushed(ok: bool, now: float) -> None:
+def usage_flushed(ok: bool, now: float, pending: int = 0, *, database: bool = False) -> None:
+    """A usage flush ended (`pending`: requests still not durable after it; `database`: it failed on
+    a database error)."""
     global _last_flush
+    usage_pending.set(pending)
     if ok:
         _last_flush = now
         usage_flush_lag.set(0)
+        usage_last_flush.set(now)
     else:
         usage_flush_failures.inc()
-        redis_errors.labels("usage_flush").inc()
+        if database:
+            database_errors.inc()
         usage_flush_lag.set(now - _last_flush)
 
 

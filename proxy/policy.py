@@ -9,6 +9,7 @@ entry loaded while the channel was live must not outlive the channel. An entry p
 as a fallback for when the database is down (DESIGN.md: keys already cached keep working).
 """
 
+import asyncio
 import ipaddress
 import threading
 import time
@@ -31,6 +32,19 @@ from proxy.lazy import lazy
 
 class PolicyUnavailable(Exception):
     """The database could not be read and nothing usable is cached."""
+
+
+class NeedsDatabase(Exception):
+    """A cache miss met on an event loop's thread: the ORM blocks, so the caller repeats the lookup on a
+    worker thread (proxy/gateway.py). In steady state every lookup hits and no thread is used."""
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +291,8 @@ class _Store(Generic[P]):
         if entry is not None and self._fresh(entry, now):
             self._hits.inc()
             return entry[2]
+        if _on_event_loop():
+            raise NeedsDatabase(name)
         self._misses.inc()
         raced = [False]
         with self._lock:

@@ -6,6 +6,13 @@ and spends it locally; the share grows while the key is busy and shrinks to 1 ne
 a process leased but did not spend costs little. Counting never lets more than the limit through.
 Without Redis (the embedded default) the same leases come from a counter in this process.
 When Redis fails the limiter fails open: the request passes, and the failure is logged and counted.
+
+A daily quota outlives Redis: when a lease finds the day's counter new (the day began, or Redis
+restarted empty, or a process of the embedded default restarted), a background thread adds to it the
+day's durable total (keys.selectors.usage.usage_day_spent: the usage records, which every process
+flushes each PROXY_USAGE_FLUSH_SECONDS), so the count resumes from what was spent, within about one
+flush interval. No database call is ever made on the request path. Rate-limit windows are not
+seeded: after a Redis restart they begin again (at most one window's worth more gets through).
 """
 
 import logging
@@ -48,6 +55,10 @@ class Counters(Protocol):
         """Grant up to `wanted` units of `limit` from the counter: (granted, used in total after it)."""
         ...
 
+    def add(self, counter: str, amount: int, ttl: int) -> None:
+        """Add `amount` to the counter (creating it, to live `ttl` seconds, when missing)."""
+        ...
+
 
 class LocalCounters:
     """In-process counters with the lease semantics of the Redis script (one process only)."""
@@ -69,6 +80,14 @@ class LocalCounters:
                 self._counts = {name: entry for name, entry in self._counts.items() if entry[0] > now}
             return grant, used + grant
 
+    def add(self, counter: str, amount: int, ttl: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expires, used = self._counts.get(counter, (now + ttl, 0))
+            if expires <= now:
+                expires, used = now + ttl, 0
+            self._counts[counter] = (expires, used + amount)
+
 
 class RedisCounters:
     def __init__(self, client: "redis.Redis | None" = None) -> None:
@@ -80,6 +99,14 @@ class RedisCounters:
     def lease(self, counter: str, limit: int, wanted: int, ttl: int) -> tuple[int, int]:
         grant, used = self._lease(keys=[counter], args=[limit, wanted, ttl])
         return int(grant), int(used)
+
+    def add(self, counter: str, amount: int, ttl: int) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.incrby(counter, amount)
+        pipe.ttl(counter)
+        _, left = pipe.execute()
+        if int(left) < 0:  # created by this INCRBY (Redis lost it again): give it its window's life
+            self._client.expire(counter, ttl)
 
 
 @dataclass(slots=True)
@@ -115,6 +142,11 @@ class Limiter:
         self._lock = threading.Lock()
         self.fail_open_count = 0
         self._redis_down_until = 0.0
+        # Daily-quota counters found new, to be seeded from the durable day total: counter -> (key_id,
+        # day start). Filled on the request path (a dict insert), emptied by the seeder thread.
+        self._to_seed: dict[str, tuple[str, int]] = {}
+        self._seed_wanted = threading.Event()
+        self._seeder: threading.Thread | None = None
 
     def _take(self, name: str, limit: int, window: int, now: float) -> tuple[bool, int, int]:
         """(allowed, remaining, seconds until the window resets) for one unit of a limit."""
@@ -133,7 +165,10 @@ class Limiter:
             # Lease more: twice as much when the last lease went within 100 ms, half when it lasted long.
             wanted = lease.lease_size * 2 if now - lease.leased_at < 0.1 else max(1, lease.lease_size // 2)
             wanted = min(wanted, settings.PROXY_RATE_LEASE_MAX)
-        granted, used = self.counters.lease(f"rl:{name}:{window_start}", limit, wanted, window + 5)
+        counter = f"rl:{name}:{window_start}"
+        granted, used = self.counters.lease(counter, limit, wanted, window + 5)
+        if granted and used == granted and name.endswith(":q"):  # the day's counter is new
+            self._seed_later(counter, name[:-2], window_start)
         with self._lock:
             lease.leased_at, lease.lease_size, lease.used_globally = now, max(1, granted), used
             if granted == 0:
@@ -181,6 +216,55 @@ class Limiter:
         except Exception as exc:  # noqa: BLE001 - any failure of the shared counters fails open
             return self._fail_open(verdict, exc)
         return verdict
+
+    def _seed_later(self, counter: str, key_id: str, day_start: int) -> None:
+        with self._lock:
+            self._to_seed[counter] = (key_id, day_start)
+            start = self._seeder is None and settings.PROXY_USAGE_FLUSH_SECONDS > 0
+            if start:
+                self._seeder = threading.Thread(target=self._seed_forever, name="quota-seeder", daemon=True)
+        if start and self._seeder is not None:
+            self._seeder.start()
+        self._seed_wanted.set()
+
+    def _seed_forever(self) -> None:
+        while True:
+            self._seed_wanted.wait(timeout=max(1.0, settings.PROXY_USAGE_FLUSH_SECONDS))
+            self._seed_wanted.clear()
+            try:
+                self.seed_pending()
+            finally:
+                from django.db import close_old_connections
+
+                close_old_connections()
+
+    def seed_pending(self) -> int:
+        """Add each new daily-quota counter's durable day total to it (off the request path: the seeder
+        thread calls this; tests may too). A counter whose seeding failed is tried again next time.
+        Returns the counters seeded."""
+        from datetime import UTC, datetime
+
+        from django.db import DatabaseError
+
+        from keys.selectors.usage import usage_day_spent
+
+        with self._lock:
+            pending, self._to_seed = self._to_seed, {}
+        seeded = 0
+        for counter, (key_id, day_start) in pending.items():
+            try:
+                spent = usage_day_spent(key_id=key_id, day_start=datetime.fromtimestamp(day_start, UTC))
+                if spent:
+                    self.counters.add(counter, spent, day_start + 86400 + 5 - int(time.time()))
+                    logger.info("daily quota of %s resumed at %d spent today", key_id, spent)
+                seeded += 1
+            except Exception as exc:  # noqa: BLE001 - try again at the next round
+                if isinstance(exc, DatabaseError):
+                    metrics.database_errors.inc()
+                logger.warning("could not seed the daily quota counter of %s", key_id, exc_info=True)
+                with self._lock:
+                    self._to_seed.setdefault(counter, (key_id, day_start))
+        return seeded
 
     def _fail_open(self, verdict: Verdict, exc: Exception | None) -> Verdict:
         self.fail_open_count += 1

@@ -1,17 +1,17 @@
-"""What the relay reads from the incoming request: its id, the client address, and the body."""
+"""What the relay reads from the incoming request: the facts the checks read, and the body."""
 
-from django.conf import settings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
 from django.http import HttpRequest
 
 from keys.client_address import client_address
 from proxy import checks, tracing
-from proxy.policy import KeyPolicy
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 # Headers with which a client asks a framework to treat the request as another method.
 METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
-# Where a chunked body, once read, is kept for the rest of the request: a key of its WSGI environ
-# (request.META), named as PEP 3333 names extensions; never a header, so never sent upstream.
-CHUNKED_BODY = "proxy.chunked_body"
 
 
 def facts_of(request: HttpRequest, now: float) -> checks.Facts:
@@ -40,61 +40,60 @@ def forwarded_headers(request: HttpRequest, ip: str, answer_headers: dict[str, s
     }
 
 
-def _chunked(request: HttpRequest) -> bool:
-    return "CONTENT_LENGTH" not in request.META and "chunked" in request.META.get(
-        "HTTP_TRANSFER_ENCODING", ""
-    )
+class ClientTooSlow(Exception):
+    """The client's body did not arrive within the call's deadline (408)."""
 
 
-def _chunked_body(request: HttpRequest) -> bytes:
-    """A chunked request body (the server has de-chunked it), read once and at most one byte over the
-    limit: its length is only known at the end, and 413 must come before any upstream byte."""
-    body: bytes | None = request.META.get(CHUNKED_BODY)
-    if body is None:
-        stream, limit, size = request.META["wsgi.input"], settings.PROXY_MAX_BODY_BYTES, 0
+class ClientGone(Exception):
+    """The client disconnected before its body was all sent."""
+
+
+class Upload:
+    """The client's body as the server hands it over (ASGI http.request messages), within the call's
+    deadline: a client that sends too slowly is told so (408), and holds nothing but its connection."""
+
+    __slots__ = ("_receive", "_more", "waiting_on_client")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive, self._more = receive, True
+        self.waiting_on_client = False  # True while the relay waits for the client's next bytes
+
+    async def _next(self) -> bytes:
+        self.waiting_on_client = True
+        try:
+            message = await self._receive()
+        finally:
+            self.waiting_on_client = False
+        if message["type"] == "http.disconnect":
+            self._more = False
+            raise ClientGone
+        self._more = bool(message.get("more_body", False))
+        return bytes(message.get("body", b""))
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body, or its first limit + 1 bytes when it is longer (so the caller can refuse it
+        before any upstream byte is sent)."""
         parts: list[bytes] = []
-        while size <= limit:
-            part = stream.read(min(65536, limit + 1 - size))
-            if not part:
-                break
+        size = 0
+        while self._more and size <= limit:
+            part = await self._next()
             parts.append(part)
             size += len(part)
-        body = request.META[CHUNKED_BODY] = b"".join(parts)
-    return body
+        return b"".join(parts)[: limit + 1]
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body, block by block as it arrives (the upstream's pace sets the client's: backpressure)."""
+        while self._more:
+            if part := await self._next():
+                yield part
 
 
-def content_length(request: HttpRequest) -> int:
-    """The body's length: as declared, or as read for a chunked body; 0 for none or a malformed one."""
-    if _chunked(request):
-        return len(_chunked_body(request))
+def declared_length(request: HttpRequest) -> int | None:
+    """The body's declared length; 0 for none or a malformed one; None for a chunked body (its length
+    is only known once read)."""
+    if "CONTENT_LENGTH" not in request.META and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", ""):
+        return None
     try:
         return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
     except ValueError:
         return 0
-
-
-def body_to_send(request: HttpRequest) -> bytes | HttpRequest:
-    """The body for urllib3: the request itself (streamed in blocks as it is sent) or, when it came
-    chunked, the bytes already read."""
-    return _chunked_body(request) if _chunked(request) else request
-
-
-def check_rpc_body(request: HttpRequest, key: KeyPolicy) -> tuple[bytes | None, checks.Rejection | None]:
-    """For a key with a JSON-RPC allowlist: (the body, read once, and the method check's verdict).
-    A body over the size limit is left for check_body_size to refuse."""
-    length = content_length(request)
-    if not key.rpc_methods or length > settings.PROXY_MAX_BODY_BYTES:
-        return None, None
-    if _chunked(request):
-        body = _chunked_body(request)
-    else:
-        body = request.read(length) if length else b""
-    return body, checks.check_rpc_methods(key, body)
-
-
-def check_body_size(request: HttpRequest) -> checks.Rejection | None:
-    """413 for a body over PROXY_MAX_BODY_BYTES."""
-    limit = settings.PROXY_MAX_BODY_BYTES
-    if content_length(request) > limit:
-        return checks.reject("payload_too_large", f"The request body is over {limit} bytes.")
-    return None

@@ -1,12 +1,11 @@
 """The answers the relay sends: the contract's error body, a preflight, and the upstream's answer."""
 
-from django.http import HttpResponse, StreamingHttpResponse
-from urllib3 import BaseHTTPResponse
+from django.http import HttpResponse
 
 from keys.errors import error_json
 from proxy import access_log, checks, cors, outbound
 from proxy.policy import KeyPolicy, UpstreamPolicy
-from proxy.usage import REJECTED, UPSTREAM_ERROR, usage
+from proxy.usage import ALLOWED, REJECTED, usage
 
 # Proxied content is someone else's, served on the site's own origin: a sandboxed document runs no
 # script and has an opaque origin, so an upstream's HTML can never act as the portal or the admin
@@ -60,37 +59,48 @@ def preflight(key: KeyPolicy, origin: str, requested_headers: str, headers: dict
     )
 
 
-def relayed(
-    answer: BaseHTTPResponse,
-    upstream: UpstreamPolicy,
-    key: KeyPolicy,
-    headers: dict[str, str],
-    deadline: float,
-) -> HttpResponse | StreamingHttpResponse:
-    """The upstream's answer: read whole when small and of known length, streamed otherwise. The status
-    line's reason is the standard one: an upstream's own text is not trusted onto the wire."""
-    length = answer.length_remaining
-    response: HttpResponse | StreamingHttpResponse
-    if length is not None and length <= outbound.SMALL_ANSWER_BYTES:
-        content, failure = outbound.read_small_body(answer, upstream, deadline)
-        if failure:
-            return refuse(failure, headers, key_id=key.key_id, outcome=UPSTREAM_ERROR)
-        response = HttpResponse(content, status=answer.status)
-    else:
-        body = outbound.stream_body(answer, deadline)
-        response = StreamingHttpResponse(body, status=answer.status)
-    del response["Content-Type"]  # the upstream's own, if any, comes with its headers below
-    for name, value in outbound.response_headers(answer.headers, upstream):
-        response.headers[name] = value
-    upstream_vary = response.headers.get("Vary")
-    for name, value in headers.items():
-        response.headers[name] = value
-    if upstream_vary and upstream_vary.strip() != "*":
-        # The upstream's own Vary still holds for caches; ours adds Origin to it.
-        names = [part.strip() for part in upstream_vary.split(",") if part.strip()]
-        if "origin" not in {name.lower() for name in names}:
-            names.append("Origin")
-        response.headers["Vary"] = ", ".join(names)
+class Relayed:
+    """The upstream's answer as the relay sends it back: its body in memory (`content`), or still to
+    stream from `answer`. The status line's reason is the standard one: an upstream's own text is not
+    trusted onto the wire."""
+
+    outcome = ALLOWED
+    __slots__ = ("status_code", "headers", "content", "answer", "deadline")
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: list[tuple[str, str]],
+        content: bytes | None = None,
+        answer: outbound.Answer | None = None,
+    ) -> None:
+        self.status_code, self.headers, self.content, self.answer = status_code, headers, content, answer
+        self.deadline = 0.0  # the event loop's clock: when a streamed answer must be done
+
+
+def relayed_headers(
+    answer: outbound.Answer, upstream: UpstreamPolicy, ours: dict[str, str]
+) -> list[tuple[str, str]]:
+    """The upstream's answer headers that may pass (outbound.response_headers), with the proxy's own:
+    ours win, and the upstream's Vary still holds for caches with Origin added to it."""
+    kept = outbound.response_headers(answer.fields, upstream)
+    our_names = {name.lower() for name in ours}
+    merged = [(name, value) for name, value in kept if name.lower() not in our_names]
+    merged.extend((name, value) for name, value in ours.items() if name.lower() != "vary")
+    upstream_vary = [
+        part.strip()
+        for name, value in kept
+        if name.lower() == "vary"
+        for part in value.split(",")
+        if part.strip()
+    ]
+    if "*" in upstream_vary:
+        vary = "*"
     elif upstream_vary:
-        response.headers["Vary"] = "*"
-    return response
+        if "origin" not in {name.lower() for name in upstream_vary}:
+            upstream_vary.append("Origin")
+        vary = ", ".join(upstream_vary)
+    else:
+        vary = ours.get("Vary", "Origin")
+    merged.append(("Vary", vary))
+    return merged

@@ -1,14 +1,19 @@
 """Usage counting off the hot path: per key, per minute, by outcome, rejection code and detail.
 
 A request only increments a counter in process memory. A background thread flushes the counters
-to Redis every PROXY_USAGE_FLUSH_SECONDS (one pipelined round trip), and at exit; the roll-up job
-moves them into the database. Each key's `last_used_at` is written at most once a minute across
-all processes (a Redis SET NX guards it), by the flusher, never by the request.
-Without Redis (the embedded default) the counters are flushed into an in-process store instead.
+every PROXY_USAGE_FLUSH_SECONDS straight into the database (batched upserts of hourly UsageRecord
+rows, keys/usage/roll_up.py `usage_batch_apply`), and once more when the process stops (atexit, and a
+multiprocessing finaliser for a server's worker). What a flush takes out is a *batch* with a unique
+name, kept in memory until its transaction commits: a failed flush (database down) keeps it and
+retries it under the same name, so a batch is applied exactly once whatever the failure. Neither
+Redis nor Celery is on that path: a Redis restart or a Celery outage loses no usage; a SIGKILL loses
+what the process counted since its last flush (at most PROXY_USAGE_FLUSH_SECONDS).
+Each key's `last_used_at` is written at most once a minute per process, by the flusher, never by the
+request. RedisUsageStore (the per-minute hashes of keys/usage/store.py) stays for the roll-up of
+hashes an older version left in Redis, and for tests of that format.
 A rejection's detail (what it refused: an origin, a user agent...) is request text an attacker
 chooses, so it is cleaned and cut to length, and each key counts at most DETAILS_PER_KEY_MINUTE
 distinct ones a minute in a process; the rest are counted under OTHER_DETAIL.
-The store's format and the local store live in keys/usage/store.py, which the roll-up reads.
 """
 
 import atexit
@@ -16,6 +21,7 @@ import logging
 import multiprocessing.util
 import threading
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Protocol
@@ -32,7 +38,6 @@ from keys.usage.store import (
     UPSTREAM_ERROR,
     USAGE_RETENTION_SECONDS,
     LocalUsageStore,
-    local_store,
     usage_detail,
     usage_field,
     usage_key,
@@ -48,6 +53,7 @@ __all__ = [
     "ALLOWED",
     "REJECTED",
     "UPSTREAM_ERROR",
+    "DatabaseUsageStore",
     "LocalUsageStore",
     "RedisUsageStore",
     "UsageCounter",
@@ -65,6 +71,25 @@ class UsageStore(Protocol):
     def add(self, counts: dict[Bucket, int], used_key_ids: set[str], now: float) -> list[str]:
         """Add the counts; returns the keys whose last_used_at is due for an update."""
         ...
+
+
+class DatabaseUsageStore:
+    """Flushes into UsageRecord rows directly: durable once `add` returns."""
+
+    def __init__(self) -> None:
+        self._last_used: dict[str, float] = {}
+
+    def add(
+        self, counts: dict[Bucket, int], used_key_ids: set[str], now: float, *, name: str = ""
+    ) -> list[str]:
+        from keys.usage.roll_up import usage_batch_apply
+
+        usage_batch_apply(name=name or f"flush:{uuid.uuid4().hex}", counts=counts)
+        due = [key for key in used_key_ids if now - self._last_used.get(key, 0) >= LAST_USED_INTERVAL]
+        self._last_used.update(dict.fromkeys(due, now))
+        if len(self._last_used) > 100_000:
+            self._last_used = {k: at for k, at in self._last_used.items() if now - at < LAST_USED_INTERVAL}
+        return due
 
 
 class RedisUsageStore:
@@ -94,6 +119,9 @@ class UsageCounter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.flush_failures = 0
+        # Batches taken out of _counts but not yet durable, oldest first, each under its unique name.
+        self._unsent: list[tuple[str, dict[Bucket, int]]] = []
+        self._flushing = threading.Lock()  # one flush at a time (the thread, atexit, a signal)
         # The (code, detail) pairs counted this minute, per key: what bounds the distinct details.
         self._details_minute = 0
         self._details: dict[str, set[tuple[str, str]]] = {}
@@ -143,25 +171,43 @@ class UsageCounter:
             self.flush()
 
     def flush(self) -> None:
-        """Move the counted usage to the store and touch last_used_at of the keys used."""
-        with self._lock:
-            counts, self._counts = self._counts, Counter[Bucket]()
-        now = time.time()
-        if not counts:
-            metrics.usage_flushed(True, now)  # nothing waits: not late
-            return
-        try:
-            due = self.store.add(counts, {key_id for (_, key_id, *_) in counts}, now)
-        except Exception:  # noqa: BLE001 - keep the counts and try again next time
-            self.flush_failures += 1
-            metrics.usage_flushed(False, now)
-            logger.warning("usage flush failed; will retry", exc_info=True)
+        """Make the counted usage durable (every unsent batch, oldest first) and touch last_used_at of
+        the keys used. A batch that fails stays for the next flush, under the same name."""
+        with self._flushing:
             with self._lock:
-                self._counts.update(counts)
-            return
-        metrics.usage_flushed(True, now)
+                counts, self._counts = self._counts, Counter[Bucket]()
+            if counts:
+                self._unsent.append((f"flush:{uuid.uuid4().hex}", dict(counts)))
+            now = time.time()
+            due: set[str] = set()
+            try:
+                while self._unsent:
+                    name, batch = self._unsent[0]
+                    used = {key_id for (_, key_id, *_) in batch}
+                    if isinstance(self.store, DatabaseUsageStore):
+                        due.update(self.store.add(batch, used, now, name=name))
+                    else:
+                        due.update(self.store.add(batch, used, now))
+                    self._unsent.pop(0)
+            except Exception as exc:  # noqa: BLE001 - keep the batches and try again next time
+                self.flush_failures += 1
+                metrics.usage_flushed(
+                    False, now, self._pending_requests(), database=isinstance(exc, DatabaseError)
+                )
+                logger.warning(
+                    "usage flush failed; %d batches kept for the next one", len(self._unsent), exc_info=True
+                )
+                return
+            finally:
+                if threading.current_thread() is not threading.main_thread():
+                    close_old_connections()
+            metrics.usage_flushed(True, now, self._pending_requests())
         if due:
-            self._touch_last_used(due, now)
+            self._touch_last_used(sorted(due), now)
+
+    def _pending_requests(self) -> int:
+        with self._lock:
+            return sum(self._counts.values()) + sum(sum(batch.values()) for _, batch in self._unsent)
 
     @staticmethod
     def _touch_last_used(key_ids: list[str], now: float) -> None:
@@ -183,6 +229,7 @@ class UsageCounter:
         """Forget what has not been flushed yet (tests start from zero)."""
         with self._lock:
             self._counts.clear()
+            self._unsent.clear()
             self._details.clear()
 
     def pending(self) -> dict[Bucket, int]:
@@ -191,10 +238,8 @@ class UsageCounter:
 
 
 def _make_counter() -> UsageCounter:
-    if settings.REDIS_URL:
-        return UsageCounter(RedisUsageStore())
-    return UsageCounter(local_store)  # the store the in-process roll-up reads
+    return UsageCounter(DatabaseUsageStore())
 
 
-# Flushed to Redis when REDIS_URL is set, kept for the in-process roll-up otherwise.
-usage = lazy(_make_counter, lambda: settings.REDIS_URL)
+# Flushed into the database, with or without Redis.
+usage = lazy(_make_counter)

@@ -8,6 +8,7 @@ in its modules, mirroring keys/services:
 - tokens.py: access tokens and management tokens.
 - audit.py: the audit trail.
 - accounts.py: accounts and invitations.
+- alerts.py: alert rules, webhook endpoints and their deliveries.
 - usage.py: usage records: summaries, rejections by reason, charts, exports.
 """
 
@@ -18,6 +19,13 @@ from keys.selectors.accounts import (
     invitation_get,
     invitation_is_for,
     invitation_list_pending,
+)
+from keys.selectors.alerts import (
+    alert_rule_get,
+    alert_rule_list,
+    webhook_delivery_list,
+    webhook_endpoint_get,
+    webhook_endpoint_list,
 )
 from keys.selectors.api_keys import (
     api_key_authenticate,
@@ -65,6 +73,11 @@ from keys.selectors.usage import (
 
 __all__ = [
     "usage_would_reject",
+    "alert_rule_get",
+    "alert_rule_list",
+    "webhook_delivery_list",
+    "webhook_endpoint_get",
+    "webhook_endpoint_list",
     "tenant_list_for_user",
     "membership_get",
     "membership_for_user",

@@ -1,6 +1,6 @@
 """Reads of usage records: lists, summaries, rejections by reason, charts and exports."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import QuerySet, Sum
@@ -32,7 +32,8 @@ def usage_summary(
     *, tenant: Tenant, api_key: ApiKey, granularity: str, since: datetime, until: datetime
 ) -> list[dict]:
     """The key's requests in [since, until), per hour or day (UTC), by outcome and rejection code:
-    [{"period", "outcome", "code", "count"}], oldest first. Rows exist once the roll-up job wrote them."""
+    [{"period", "outcome", "code", "count"}], oldest first. Rows exist once a proxy process flushed them
+    (within a second)."""
     trunc = USAGE_PERIODS[granularity]
     rows = (
         usage_list(tenant=tenant, api_key=api_key, since=since)
@@ -145,3 +146,16 @@ def usage_would_reject(
         }
         for row in rows
     ]
+
+
+def usage_day_spent(*, key_id: str, day_start: datetime) -> int:
+    """Requests of the key that spent its daily quota in the UTC day starting at `day_start`: those let
+    past the limits (allowed or failed upstream) as recorded so far. The durable total the proxy's
+    daily-quota counter is seeded from when Redis lost it."""
+    total = UsageRecord.objects.filter(
+        api_key__key_id=key_id,
+        hour__gte=day_start,
+        hour__lt=day_start + timedelta(days=1),
+        outcome__in=("allowed", "upstream_error"),
+    ).aggregate(total=Sum("count"))["total"]
+    return int(total or 0)

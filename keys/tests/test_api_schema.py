@@ -46,6 +46,18 @@ OPERATIONS = {
     ("/api/v1/members/{id}", "delete"),
     ("/api/v1/tokens", "post"),
     ("/api/v1/tokens", "delete"),
+    ("/api/v1/webhooks", "get"),
+    ("/api/v1/webhooks", "post"),
+    ("/api/v1/webhooks/{id}", "get"),
+    ("/api/v1/webhooks/{id}", "delete"),
+    ("/api/v1/webhooks/{id}/test", "post"),
+    ("/api/v1/webhooks/{id}/enable", "post"),
+    ("/api/v1/webhooks/{id}/deliveries", "get"),
+    ("/api/v1/alerts", "get"),
+    ("/api/v1/alerts", "post"),
+    ("/api/v1/alerts/{id}", "get"),
+    ("/api/v1/alerts/{id}", "delete"),
+    ("/api/v1/secret-scanning/github", "post"),
 }
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 # Examples per operation: enough to find a 500, bounded so the whole run stays well under a minute.

@@ -442,22 +442,21 @@ def test_trim_keeps_audit_events_for_ever_when_their_retention_is_zero(api_key):
 # --- Schedules and the in-process runner ---------------------------------------------------------
 
 SCHEDULES = importlib.import_module("keys.migrations.0003_background_job_schedules")
+ALERT_SCHEDULES = importlib.import_module("keys.migrations.0007_alert_job_schedules")
 
 
 def test_beat_runs_purge_expire_and_roll_up_every_minute_and_trim_daily(db):
     SCHEDULES.create_schedules(apps, None)
     SCHEDULES.create_schedules(apps, None)  # idempotent
-    tasks = {
-        task.task: (task.interval.every, task.interval.period)
-        for task in PeriodicTask.objects.filter(task__startswith="keys.tasks.")
-    }
+    mine = PeriodicTask.objects.filter(task__in=[task for _, task, _, _ in SCHEDULES.JOBS])
+    tasks = {task.task: (task.interval.every, task.interval.period) for task in mine}
     assert tasks == {
         "keys.tasks.access_tokens_purge": (60, "seconds"),
         "keys.tasks.api_keys_expire": (60, "seconds"),
         "keys.tasks.usage_roll_up": (60, "seconds"),
         "keys.tasks.usage_trim": (1, "days"),
     }
-    assert PeriodicTask.objects.filter(task__startswith="keys.tasks.").count() == 4
+    assert mine.count() == 4
 
 
 def test_the_migration_keeps_a_schedule_staff_changed(db):
@@ -473,8 +472,20 @@ def test_every_scheduled_task_is_a_registered_celery_task():
     from config.celery import app
 
     app.loader.import_default_modules()
-    for _, task, _, _ in SCHEDULES.JOBS:
+    for _, task, _, _ in SCHEDULES.JOBS + ALERT_SCHEDULES.JOBS:
         assert task in app.tasks
+
+
+def test_beat_evaluates_alerts_and_retries_webhooks_every_minute(db):
+    ALERT_SCHEDULES.create_schedules(apps, None)
+    ALERT_SCHEDULES.create_schedules(apps, None)  # idempotent
+    mine = PeriodicTask.objects.filter(task__in=[task for _, task, _, _ in ALERT_SCHEDULES.JOBS])
+    tasks = {task.task: (task.interval.every, task.interval.period) for task in mine}
+    assert tasks == {
+        "keys.tasks.alerts_evaluate": (60, "seconds"),
+        "keys.tasks.webhook_deliveries_retry": (60, "seconds"),
+    }
+    assert mine.count() == 2
 
 
 def test_tasks_run_the_jobs(api_key):
@@ -489,12 +500,14 @@ def test_tasks_run_the_jobs(api_key):
 
 def test_the_in_process_runner_runs_each_job_at_its_interval(db):
     last_runs: dict[str, float] = {}
+    minutely = ["alerts_evaluate", "webhook_deliveries_retry"]
     assert jobs.run_due_jobs(last_runs=last_runs, now=1_000_000) == [
         "access_tokens_purge",
         "api_keys_expire",
         "usage_roll_up",
         "sharing_roll_up",
         "usage_trim",
+        *minutely,
     ]
     assert jobs.run_due_jobs(last_runs=last_runs, now=1_000_030) == []
     assert jobs.run_due_jobs(last_runs=last_runs, now=1_000_060) == [
@@ -502,6 +515,7 @@ def test_the_in_process_runner_runs_each_job_at_its_interval(db):
         "api_keys_expire",
         "usage_roll_up",
         "sharing_roll_up",
+        *minutely,
     ]
     assert jobs.run_due_jobs(last_runs=last_runs, now=1_000_000 + 86400) == [
         "access_tokens_purge",
@@ -509,6 +523,7 @@ def test_the_in_process_runner_runs_each_job_at_its_interval(db):
         "usage_roll_up",
         "sharing_roll_up",
         "usage_trim",
+        *minutely,
     ]
 
 

@@ -154,3 +154,45 @@ def test_usage_rolled_up_twice_through_the_worker_lands_exactly_once(worker, api
     }
     assert counts == {(hour, "allowed", ""): 41, (hour, "rejected", "origin_not_allowed"): 1}
     assert not client.exists(usage_key(minute))
+
+
+ALERT_SCHEDULES = importlib.import_module("keys.migrations.0007_alert_job_schedules")
+
+
+@pytest.fixture
+def alert_jobs(transactional_db, monkeypatch):
+    """The alerts job and the webhook retries scheduled too (before the worker fixture sets every
+    schedule to each second), and the worker allowed to deliver to a receiver on loopback."""
+    ALERT_SCHEDULES.create_schedules(apps, None)
+    monkeypatch.setenv("KEYS_WEBHOOKS_ALLOW_PRIVATE_NETWORK", "1")
+
+
+def test_beat_evaluates_a_quota_rule_and_the_worker_sends_one_signed_webhook(alert_jobs, worker, tenant):
+    import hashlib
+    import hmac
+    import json
+
+    from django.test import override_settings
+
+    from keys.services import alerts, webhooks
+    from keys.tests.webhook_receiver import WebhookReceiver
+
+    key, _ = services.api_key_create(tenant=tenant, name="metered", daily_quota=10, actor="test")
+    with WebhookReceiver() as receiver:
+        with override_settings(KEYS_WEBHOOKS_ALLOW_PRIVATE_NETWORK=True):
+            _, secret = webhooks.webhook_endpoint_create(tenant=tenant, url=receiver.url)
+        alerts.alert_rule_create(tenant=tenant, event="quota.threshold", levels=[50, 80, 100])
+        hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        UsageRecord.objects.create(tenant=tenant, api_key=key, hour=hour, outcome="allowed", count=9)
+
+        worker.wait_for(lambda: receiver.received, "no webhook arrived")
+        runs = worker.output().count("keys.tasks.alerts_evaluate")
+        worker.wait_for(
+            lambda: worker.output().count("keys.tasks.alerts_evaluate") >= runs + 4, "beat stopped evaluating"
+        )
+        assert len(receiver.received) == 1  # later evaluations fire nothing more
+        request = receiver.received[0]
+        t, v1 = (part.split("=", 1)[1] for part in request.headers["webhook-signature"].split(","))
+        expected = hmac.new(secret.encode(), f"{t}.".encode() + request.body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(expected, v1)
+        assert json.loads(request.body)["data"]["level"] == 80

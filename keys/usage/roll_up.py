@@ -6,6 +6,11 @@ key, and the claim is added to the database in one transaction together with a m
 unique name; only then is the claim deleted. A roll-up that dies before the commit leaves the claim to
 the next one (after USAGE_CLAIM_STALE_SECONDS); one that dies after it leaves a marker, so the claim is
 never counted twice.
+
+`usage_batch_apply` is the same step for the proxy's own flushes: each serving process writes its
+counted deltas straight into UsageRecord every flush interval (proxy/usage.py), under a batch name it
+keeps until the batch is durable, so a retry after an unclear failure (a commit whose answer was lost)
+is applied at most once; Redis and Celery are not on that path, and a Redis restart loses no usage.
 """
 
 import logging
@@ -82,6 +87,37 @@ def _usage_claim_apply(*, claim: usage_store.Claim) -> int:
 
 
 Bucket = tuple[str, str, str, str]  # key_id, outcome, code, detail
+
+
+def usage_batch_apply(*, name: str, counts: dict[tuple[int, str, str, str, str], int]) -> int:
+    """Add one flush's counts, keyed (minute, key_id, outcome, code, detail), into hourly UsageRecord
+    rows in one transaction with a UsageRollup marker named `name`; returns the requests added (0 when
+    a batch of that name was applied before: retrying a batch is safe). Raises on database errors,
+    having applied nothing: the caller keeps the batch and retries it under the same name."""
+    by_hour: dict[int, dict[str, int]] = defaultdict(dict)
+    for (minute, key_id, outcome, code, detail), count in counts.items():
+        fields = by_hour[minute - minute % 3600]
+        field = usage_store.usage_field(key_id, outcome, code, detail)
+        fields[field] = fields.get(field, 0) + count
+    if not by_hour:
+        return 0
+    first = datetime.fromtimestamp(min(by_hour), UTC)
+    try:
+        with transaction.atomic():
+            try:
+                with transaction.atomic():  # a savepoint: a retry of an applied batch keeps the transaction
+                    UsageRollup.objects.create(claim=name, minute=first)
+            except IntegrityError:
+                return 0  # applied before (its commit's answer was lost)
+            return sum(
+                _usage_records_add(counts=fields, hour=datetime.fromtimestamp(hour, UTC))
+                for hour, fields in sorted(by_hour.items())
+            )
+    except IntegrityError:
+        # Deferred constraints fail at commit (a key deleted meanwhile): nothing was applied.
+        if UsageRollup.objects.filter(claim=name).exists():
+            return 0
+        raise
 
 
 def _usage_records_add(*, counts: dict[str, int], hour: datetime) -> int:

@@ -1,8 +1,12 @@
 """Liveness and readiness (DESIGN.md "Operations")."""
 
+import time
+
 import pytest
 from django.core.cache import cache
 from django.test import Client, override_settings
+
+from keys.job_runs import JOB_NAMES, job_succeeded
 
 DEAD_REDIS = {
     "default": {
@@ -24,7 +28,8 @@ def test_healthz_needs_no_database(client):
     assert client.get("/healthz").status_code == 200
 
 
-def test_readyz_answers_200_when_database_and_cache_answer(client, db):
+def test_readyz_answers_200_when_database_and_cache_answer(client, db, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # the embedded default: no beat to report
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "checks": {"database": "ok", "cache": "ok"}}
@@ -32,11 +37,34 @@ def test_readyz_answers_200_when_database_and_cache_answer(client, db):
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_readyz_answers_503_when_the_cache_is_down(client, db):
+def test_readyz_answers_503_when_the_cache_is_down(client, db, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
     with override_settings(CACHES=DEAD_REDIS):
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "not_ready", "checks": {"database": "ok", "cache": "unavailable"}}
+
+
+@pytest.mark.parametrize(
+    ("last_success_ago", "expected"),
+    [(None, {"status": "unknown", "last_job_success_age_seconds": None}), (30, "ok"), (600, "stale")],
+)
+def test_readyz_reports_beat_freshness_where_celery_runs_without_failing_on_it(
+    client, db, settings, last_success_ago, expected
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # a worker and beat run the jobs
+    settings.OPS_BEAT_STALE_SECONDS = 180
+    cache.delete_many([f"jobs:last-success:{job}" for job in JOB_NAMES])
+    if last_success_ago is not None:
+        job_succeeded("usage_roll_up", now=time.time() - last_success_ago)
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    beat = response.json()["beat"]
+    if isinstance(expected, dict):
+        assert beat == expected
+    else:
+        assert beat["status"] == expected
+        assert abs(beat["last_job_success_age_seconds"] - last_success_ago) < 5
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.test import Client
+from django.test import Client, override_settings
 
 from keys import services
+from keys.alert_models import WebhookEndpoint
 from keys.models import Role
+from keys.services import alerts, webhooks
 from portal.tests.browser import browser_page, needs_chromium, session_state
 
 AXE = Path(__file__).parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
@@ -34,6 +36,11 @@ MEMBER_PAGES = [
     "/portal/members",
     "/portal/tokens",
     "/portal/audit",
+    "/portal/alerts",
+    "/portal/alerts/new",
+    "/portal/webhooks",
+    "/portal/webhooks/new",
+    "/portal/webhooks/{endpoint_id}",
 ]
 # Which rules broke, where and why, in a form a failing test can print.
 AXE_RUN = """async () => {
@@ -61,9 +68,20 @@ def owner_session(site, tenant, loopback_upstream, django_user_model):
     api_key, _ = services.api_key_create(
         tenant=tenant, name="web", upstreams=[loopback_upstream], allowed_origins=["https://a.example"]
     )
+    # An alert rule, and an endpoint with a delivery and its answer, for the alerts and webhooks pages.
+    alerts.alert_rule_create(tenant=tenant, event="quota.threshold", levels=[80], recipients=[owner])
+    with override_settings(KEYS_WEBHOOKS_ALLOW_PRIVATE_NETWORK=True):
+        endpoint, _ = webhooks.webhook_endpoint_create(tenant=tenant, url="http://127.0.0.1:9/hook")
+        webhooks.webhook_endpoint_test(endpoint=endpoint)
+        webhooks.webhook_deliveries_retry()  # nothing listens on port 9: a failed attempt to show
     client = Client()
     client.force_login(owner)
     return client.cookies[settings.SESSION_COOKIE_NAME].value, api_key.key_id
+
+
+def member_paths(key_id: str) -> list[str]:
+    endpoint_id = WebhookEndpoint.objects.get().pk
+    return [path.format(key_id=key_id, endpoint_id=endpoint_id) for path in MEMBER_PAGES]
 
 
 def _audit(site, paths: list[str], session_key: str | None, width: int) -> dict[str, dict]:
@@ -83,7 +101,7 @@ def _audit(site, paths: list[str], session_key: str | None, width: int) -> dict[
 @pytest.mark.parametrize("width", [1280, 390])
 def test_member_pages_pass_axe_and_fit_a_phone(site, owner_session, width):
     cookie, key_id = owner_session
-    paths = [path.format(key_id=key_id) for path in MEMBER_PAGES]
+    paths = member_paths(key_id)
 
     problems = _audit(site, paths, cookie, width)
 
@@ -133,8 +151,9 @@ def test_a_phone_offers_every_control_the_desktop_does(site, owner_session, tena
         )
     session_key, key_id = owner_session
     missing = {}
+    paths = member_paths(key_id)  # (before the browser: its event loop forbids the ORM)
     with browser_page(storage_state=session_state(site.url, session_key)) as page:
-        for path in [path.format(key_id=key_id) for path in MEMBER_PAGES]:
+        for path in paths:
             page.set_viewport_size({"width": 1280, "height": 800})
             page.goto(site.url + path)
             desktop = page.evaluate(VISIBLE_CONTROLS)

@@ -4,10 +4,12 @@ table fails the first test: each page must say who may use it."""
 import re
 
 import pytest
+from django.test import override_settings
 from django.urls import reverse
 
 from keys import selectors, services
 from keys.models import AuditEvent, Role
+from keys.services import alerts, webhooks
 from portal.urls import urlpatterns
 
 # What a template tag or comment looks like when the template language did not take it (a {# #}
@@ -57,6 +59,16 @@ MEMBER_PAGES = {
     "token_create": (None, Role.ADMIN, True),
     "token_revoke": ("token", Role.ADMIN, True),
     "audit_log": (None, Role.ADMIN, True),
+    "alert_list": (None, Role.VIEWER, True),
+    "alert_create": (None, Role.ADMIN, True),
+    "alert_delete": ("rule", Role.ADMIN, True),
+    "webhook_list": (None, Role.ADMIN, True),
+    "webhook_create": (None, Role.ADMIN, True),
+    "webhook_detail": ("endpoint", Role.ADMIN, True),
+    "webhook_test": ("endpoint", Role.ADMIN, False),
+    "webhook_enable": ("endpoint", Role.ADMIN, False),
+    "webhook_delete": ("endpoint", Role.ADMIN, True),
+    "leak_response": (None, Role.ADMIN, False),
 }
 
 
@@ -72,6 +84,9 @@ READ_ONLY = {
     "member_list",
     "token_list",
     "audit_log",
+    "alert_list",
+    "webhook_list",
+    "webhook_detail",
 }
 
 
@@ -85,7 +100,14 @@ def objects_of(tenant, upstream) -> dict:
     invitation, _ = services.invitation_create(
         tenant=tenant, email=f"new@{tenant.slug}.example", role=Role.VIEWER, actor_role=Role.OWNER
     )
+    rule = alerts.alert_rule_create(tenant=tenant, event="key.revoked", actor="test")
+    with override_settings(KEYS_WEBHOOKS_ALLOW_PRIVATE_NETWORK=True):
+        endpoint, _ = webhooks.webhook_endpoint_create(
+            tenant=tenant, url="http://127.0.0.1:9/hook", actor="test"
+        )
     return {
+        "rule": [rule.pk],
+        "endpoint": [endpoint.pk],
         "key": [api_key.key_id],
         "upstream": [upstream.slug],
         "membership": [member.pk],

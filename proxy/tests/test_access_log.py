@@ -192,6 +192,24 @@ def test_site_log_lines_carry_the_request_id(rf, captured):
     assert outside["request_id"] is None
 
 
+def test_a_proxied_calls_other_log_lines_carry_its_key_and_tenant_once_the_key_is_known(captured):
+    from keys.log_context import bind_request_id, unbind_request_id
+    from proxy import access_log
+    from proxy.tests.test_checks import make_key
+
+    logger = logging.getLogger("proxy.tests.relay_line")
+    bound = bind_request_id("relay-request-0001")
+    logger.warning("before the key is found")
+    access_log.note_key(make_key(key_id="pk_logged", tenant_id=42))  # what the relay calls
+    logger.warning("while relaying")
+    unbind_request_id(bound)
+    logger.warning("after the call")
+    before, during, after = (json.loads(line) for line in captured.lines[-3:])
+    assert "key" not in before and before["request_id"] == "relay-request-0001"
+    assert (during["key"], during["tenant"], during["request_id"]) == ("pk_logged", 42, "relay-request-0001")
+    assert "key" not in after and after["request_id"] is None
+
+
 def test_access_log_off_writes_no_line(proxy, make_key, captured, settings):
     settings.PROXY_ACCESS_LOG = False
     key, _ = make_key()

@@ -170,7 +170,8 @@ def test_obs_fold_in_an_upstream_header_is_relayed_as_one_line(proxy, raw_upstre
     _, key, secret = raw_upstream(answer)
     response = proxy(key, upstream="raw", secret=secret)
     assert response.status == 200 and response.data == b"ok"
-    assert response.headers["X-Folded"] == "first second"
+    # RFC 9112 5.2: each obs-fold becomes one or more spaces; the value stays one line.
+    assert response.headers["X-Folded"].split() == ["first", "second"]
 
 
 @pytest.mark.parametrize(
@@ -194,15 +195,22 @@ def test_a_malformed_upstream_answer_is_502_upstream_unreachable(proxy, raw_upst
     assert_isolated(response)
 
 
-def test_upstream_header_fields_no_server_can_send_are_dropped_not_fatal(proxy, raw_upstream):
-    answer = (
-        b"HTTP/1.1 200 Fine\x01\r\nX-Kept: yes\r\nX-Nul: a\x00b\r\nContent-Length: 2\r\nBad Name: x\r\n\r\nok"
-    )
+@pytest.mark.parametrize(
+    "bad_line", [b"X-Nul: a\x00b", b"Bad Name: x", b"X-Bell: a\x07b", b"X-Bare-CR: a\rb"]
+)
+def test_upstream_header_fields_no_server_can_send_never_reach_the_client(proxy, raw_upstream, bad_line):
+    """The answer is refused whole (502, as nginx answers "upstream sent invalid header") or relayed
+    without the field; never a 500, never the field."""
+    answer = b"HTTP/1.1 200 Fine\r\nX-Kept: yes\r\n" + bad_line + b"\r\nContent-Length: 2\r\n\r\nok"
     _, key, secret = raw_upstream(answer)
     response = proxy(key, upstream="raw", secret=secret)
+    if response.status == 502:
+        assert error_code(response) == "upstream_unreachable"
+        return
     assert response.status == 200 and response.data == b"ok"
     assert response.headers["X-Kept"] == "yes"
-    assert "X-Nul" not in response.headers and "Bad Name" not in response.headers
+    name = bad_line.split(b":")[0].decode()
+    assert name not in response.headers
 
 
 def test_a_redirect_never_carries_the_upstreams_query_credential_back(proxy, raw_upstream):

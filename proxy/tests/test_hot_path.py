@@ -143,6 +143,27 @@ def test_local_limiter_never_lets_more_than_the_limit_through():
     assert allowed == 100
 
 
+def test_a_new_daily_quota_counter_resumes_from_the_recorded_day_total_off_the_request_path(
+    api_key, django_assert_num_queries
+):
+    """A counter Redis lost (or a restarted embedded process's) starts again at what the usage records
+    say was spent today, not at zero; the request itself makes no query."""
+    from proxy.tests.test_checks import make_key
+
+    now = time.time()
+    usage_module.usage.count(api_key.key_id, usage_module.ALLOWED)
+    for _ in range(6):
+        usage_module.usage.count(api_key.key_id, usage_module.UPSTREAM_ERROR)
+    usage_module.usage.flush()  # 7 spent today, durable
+    limiter = Limiter(LocalCounters())
+    key = make_key(key_id=api_key.key_id, daily_quota=10)
+    with django_assert_num_queries(0):
+        assert limiter.check(key, now).rejection is None  # the new counter: its seeding is queued
+    assert limiter.seed_pending() == 1
+    allowed = 1 + sum(limiter.check(key, now).rejection is None for _ in range(20))
+    assert allowed == 3  # 10 - 7, not 10
+
+
 def test_usage_is_counted_per_key_minute_outcome_and_code_and_last_used_is_touched_once_a_minute(api_key):
     store = LocalUsageStore()
     counter = UsageCounter(store)

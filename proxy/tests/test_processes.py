@@ -49,10 +49,11 @@ class Served(str):
     """The server's base URL, which also knows the server's pid."""
 
     pid: int
+    log: "tempfile._TemporaryFileWrapper | None" = None  # what the server wrote to stderr
 
-    def __new__(cls, url: str, pid: int) -> "Served":
+    def __new__(cls, url: str, pid: int, log=None) -> "Served":
         served = super().__new__(cls, url)
-        served.pid = pid
+        served.pid, served.log = pid, log
         return served
 
 
@@ -106,7 +107,7 @@ def serve(**env_overrides: str):
         log.seek(0)
         pytest.fail("granian did not start: " + log.read().decode()[-2000:])
     try:
-        yield Served(url, process.pid)
+        yield Served(url, process.pid, log)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -205,8 +206,17 @@ class OwnRedis:
     """A redis-server of this test's own, on a free port, that the test may stop or freeze."""
 
     def __init__(self) -> None:
-        port = _free_port()
-        self.url = f"redis://127.0.0.1:{port}/0"
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._start()
+
+    def restart(self) -> None:
+        """Kill it and start an empty one on the same port (it keeps nothing: no RDB, no AOF)."""
+        self.stop()
+        self._start()
+
+    def _start(self) -> None:
+        port = self.port
         self.process = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
             + ["--save", "", "--appendonly", "no", "--daemonize", "no"],
@@ -392,3 +402,17 @@ def test_one_scrape_of_metrics_sums_the_calls_of_both_workers(key_on_echo, tmp_p
     )
     assert total == sent
     assert sum(1 for count in counted_by_pid.values() if count > 0) == 2, counted_by_pid
+
+
+def test_every_line_the_production_server_writes_is_json_granians_own_included(key_on_echo):
+    key, secret = key_on_echo()
+    with serve(LOG_LEVEL="INFO") as url:
+        http = urllib3.PoolManager(retries=False, timeout=5)
+        assert http.request("GET", f"{url}/proxy/echo/{key.key_id}/x", headers=_auth(secret)).status == 200
+        log = url.log
+        os.killpg(url.pid, signal.SIGTERM)
+        time.sleep(1)
+        log.seek(0)
+        lines = [line for line in log.read().decode().splitlines() if line.strip()]
+    loggers = {json.loads(line)["logger"] for line in lines}  # raises on a line that is not JSON
+    assert "_granian" in loggers and "proxy.access" in loggers, loggers

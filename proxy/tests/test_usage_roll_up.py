@@ -1,18 +1,42 @@
-"""Usage counted by the proxy reaches the database through the roll-up job (keys/jobs.py), from the
-store the proxy flushes into: Redis when REDIS_URL is set, this process's local store otherwise."""
+"""Usage counted by the proxy reaches the database at its flush, itself (with or without Redis); the
+roll-up job (keys/jobs.py) still adds the counters an older version left in Redis, and never adds a
+flushed count twice."""
 
 import time
+
+from django.db import DatabaseError
 
 from keys import services
 from keys.models import UsageRecord
 from keys.usage import roll_up
-from keys.usage.store import local_store
-from proxy.usage import usage
+from proxy.usage import ALLOWED, DatabaseUsageStore, usage
 
 
-def test_the_proxy_counter_flushes_into_the_store_the_embedded_roll_up_reads(settings):
-    if not settings.REDIS_URL:
-        assert usage.store is local_store
+def test_the_proxy_counter_flushes_into_the_database_itself_with_or_without_redis():
+    assert isinstance(usage.store, DatabaseUsageStore)
+
+
+def test_a_failed_flush_keeps_its_batch_and_applies_it_exactly_once_later(api_key_and_secret, monkeypatch):
+    key, _ = api_key_and_secret
+    for _ in range(5):
+        usage.count(key.key_id, ALLOWED)
+    calls = []
+    real_apply = roll_up.usage_batch_apply
+
+    def commit_then_lose_the_answer(*, name, counts):
+        calls.append(name)
+        real_apply(name=name, counts=counts)
+        if len(calls) == 1:
+            raise DatabaseError("connection lost during COMMIT")  # applied, but the flusher cannot know
+
+    monkeypatch.setattr(roll_up, "usage_batch_apply", commit_then_lose_the_answer)
+    usage.flush()
+    assert sum(usage.pending().values()) == 0 and usage._pending_requests() == 5  # kept, not counted anew
+    usage.count(key.key_id, ALLOWED)
+    usage.flush()
+    assert calls[0] == calls[1] and len(calls) == 3  # the same batch again, then the new one
+    assert UsageRecord.objects.get(api_key=key, outcome=ALLOWED).count == 6
+    assert usage._pending_requests() == 0
 
 
 def test_proxied_requests_land_in_usage_records_once(client, api_key_and_secret):

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('keys', '0005_email_confirmation'),
+        ('keys', '0007_alert_job_schedules'),
     ]
 
     operations = [
