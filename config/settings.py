@@ -199,6 +199,12 @@ KEYS_INPROCESS_JOBS = env_bool("KEYS_INPROCESS_JOBS", True)
 # Seconds between two ticks of that thread.
 KEYS_INPROCESS_JOBS_SECONDS = float(os.environ.get("KEYS_INPROCESS_JOBS_SECONDS", "60"))
 
+# Key-sharing flag (keys/sharing.py): a day's distinct client addresses or origins jump above the key's
+# baseline (the median of the days before it) when over baseline x FACTOR and baseline + MIN.
+KEYS_SHARING_BASELINE_DAYS = int(os.environ.get("KEYS_SHARING_BASELINE_DAYS", "7"))
+KEYS_SHARING_JUMP_FACTOR = float(os.environ.get("KEYS_SHARING_JUMP_FACTOR", "3.0"))
+KEYS_SHARING_JUMP_MIN = int(os.environ.get("KEYS_SHARING_JUMP_MIN", "20"))
+
 # --- Alerts, webhooks and leaked-key intake (keys/alerting.py, keys/services/webhooks.py) ---
 # Allow webhook receivers on loopback and private networks (and http for those only). Off: https to
 # public addresses only, as tenants' upstreams. Tests and a private deployment turn it on.

@@ -27,10 +27,15 @@ class Refusal:
     # What an allowlist refused (the origin, address, user agent, method, upstream), for the usage
     # counters; raw request text, bounded and cleaned where it is counted. "" for other refusals.
     detail: str = ""
+    # The key's check that refused (one of validators.REPORT_ONLY_CHECKS) when the tenant may set it to
+    # report only; "" for the rules report mode never relaxes (state, secret, tokens, path, body...).
+    check: str = ""
 
 
-def refusal(code: str, message: str, retry_after: int | None = None, *, detail: str = "") -> Refusal:
-    return Refusal(ERROR_STATUS[code], code, message, retry_after, detail)
+def refusal(
+    code: str, message: str, retry_after: int | None = None, *, detail: str = "", check: str = ""
+) -> Refusal:
+    return Refusal(ERROR_STATUS[code], code, message, retry_after, detail, check)
 
 
 def timestamp(moment: datetime | None) -> float | None:

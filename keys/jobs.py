@@ -23,6 +23,7 @@ from django.utils import timezone
 from keys.job_runs import job_succeeded
 from keys.models import AccessToken, ApiKey, AuditEvent, UsageRecord, UsageRollup
 from keys.services import audit_record
+from keys.sharing import sharing_roll_up
 from keys.usage.roll_up import usage_roll_up
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ _INPROCESS_JOBS: Schedule = (
     ("access_tokens_purge", access_tokens_purge, 60),
     ("api_keys_expire", api_keys_expire, 60),
     ("usage_roll_up", usage_roll_up, 60),
+    ("sharing_roll_up", sharing_roll_up, 60),
     ("usage_trim", usage_trim, 86400),
     ("alerts_evaluate", lambda: _alerts_evaluate(), 60),
     ("webhook_deliveries_retry", lambda: _webhook_deliveries_retry(), 60),

@@ -260,6 +260,8 @@ class ApiKey(models.Model):
         validators=[validators.clean_rate],  # type: ignore[list-item]  # as base_url's: the return is ignored
     )
     daily_quota = models.PositiveIntegerField(null=True, blank=True)
+    # The checks (validators.REPORT_ONLY_CHECKS) that only report what they would refuse.
+    report_only = models.JSONField(default=_empty_list, blank=True, validators=[validators.clean_report_only])
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
@@ -291,6 +293,7 @@ class ApiKey(models.Model):
         "allowed_http_methods": validators.clean_http_methods,
         "allowed_rpc_methods": validators.clean_rpc_methods,
         "rate_limit": validators.clean_rate,
+        "report_only": validators.clean_report_only,
     }
 
     def clean(self) -> None:
@@ -387,6 +390,27 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_key_id} {self.hour:%Y-%m-%d %H}h {self.outcome} {self.code} {self.count}"
+
+
+class KeySharingDay(models.Model):
+    """One key's distinct client addresses, origins and user agents on one UTC day (approximate: Redis
+    HyperLogLog), with the top values by requests; rolled up from the proxy's sketches (keys/sharing.py)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="sharing_days")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="sharing_days")
+    day = models.DateField()
+    addresses = models.PositiveIntegerField(default=0)
+    origins = models.PositiveIntegerField(default=0)
+    user_agents = models.PositiveIntegerField(default=0)
+    # {"addresses": [[value, requests], ...], "origins": [...], "user_agents": [...]}, most first.
+    top = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "day"], name="sharing_unique_key_day")]
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"{self.api_key_id} {self.day}: {self.addresses} addresses, {self.origins} origins"
 
 
 class UsageRollup(models.Model):

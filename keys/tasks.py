@@ -8,7 +8,7 @@ Without Redis there is no worker or beat: the server process runs the same jobs 
 
 from celery import shared_task
 
-from keys import alerting, jobs
+from keys import alerting, jobs, sharing
 from keys.job_runs import job_succeeded
 from keys.usage import roll_up
 
@@ -33,6 +33,7 @@ def api_keys_expire() -> int:
 def usage_roll_up() -> int:
     """Add complete minutes of usage counters into hourly UsageRecord rows, exactly once."""
     done = roll_up.usage_roll_up()
+    sharing.sharing_roll_up()  # the key-sharing sketches of today and yesterday, on the same beat
     job_succeeded("usage_roll_up")
     return done
 

@@ -141,6 +141,44 @@ def clean_rpc_methods(value: object) -> list[str]:
     return _collect(_as_list(value, "allowed JSON-RPC methods"), clean_rpc_method)
 
 
+# The kinds of check a key may set to report-only (DESIGN.md checks 6-8), named as the key's fields.
+# A request such a check would refuse passes and is counted as would-be refused.
+REPORT_ONLY_CHECKS = (
+    "allowed_origins",
+    "allowed_ips",
+    "allowed_user_agents",
+    "allowed_http_methods",
+    "allowed_rpc_methods",
+    "rate_limit",
+    "daily_quota",
+)
+
+
+# The check behind each refusal code a report-mode check can count (keys.usage WOULD_REJECT rows).
+REPORT_CHECK_OF_CODE = {
+    "origin_not_allowed": "allowed_origins",
+    "origin_required": "allowed_origins",
+    "ip_not_allowed": "allowed_ips",
+    "user_agent_not_allowed": "allowed_user_agents",
+    "http_method_not_allowed": "allowed_http_methods",
+    "rpc_method_not_allowed": "allowed_rpc_methods",
+    "rate_limited": "rate_limit",
+    "quota_exceeded": "daily_quota",
+}
+
+
+def clean_report_only(value: object) -> list[str]:
+    """The checks in report mode, each once, in REPORT_ONLY_CHECKS' order; anything else is refused."""
+    names = _as_list(value, "report-only checks")
+    unknown = [str(name)[:50] for name in names if name not in REPORT_ONLY_CHECKS]
+    if unknown:
+        raise ValidationError(
+            f"{unknown[0]!r} is not a check that can report only: use {', '.join(REPORT_ONLY_CHECKS)}.",
+            code="invalid_report_only",
+        )
+    return [name for name in REPORT_ONLY_CHECKS if name in names]
+
+
 def clean_rate(value: str | None) -> str | None:
     """A django-ratelimit rate such as 100/m or 10/5s; None or empty means no limit."""
     if value is None or (isinstance(value, str) and not value.strip()):

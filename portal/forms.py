@@ -135,6 +135,17 @@ def _normalised(name: str, value: Any) -> object:
         return value
 
 
+REPORT_CHOICES = [
+    ("allowed_origins", "Origins"),
+    ("allowed_ips", "Client addresses"),
+    ("allowed_user_agents", "User agents"),
+    ("allowed_http_methods", "HTTP methods"),
+    ("allowed_rpc_methods", "JSON-RPC methods"),
+    ("rate_limit", "Rate limit"),
+    ("daily_quota", "Daily quota"),
+]
+
+
 class ApiKeyCreateForm(forms.Form):
     """A key's settings: KEY_FIELDS and the upstreams, which services.api_key_create and api_key_update
     take as they are; the services check and normalise the values."""
@@ -175,6 +186,17 @@ class ApiKeyCreateForm(forms.Form):
         required=False, max_length=20, help_text="e.g. 100/m or 10/s. Empty: no limit."
     )
     daily_quota = forms.IntegerField(required=False, help_text="Requests per day. Empty: no quota.")
+    report_only = forms.MultipleChoiceField(
+        required=False,
+        label="Report only",
+        choices=REPORT_CHOICES,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=(
+            "Checked checks let a request they would refuse through, answer X-Would-Reject and count it "
+            "on the key's page: for a key already in production (a browser app learning its real "
+            "origins). Unchecked: refused."
+        ),
+    )
     expires_at = forms.DateTimeField(
         required=False,
         label="Expires at (UTC)",
@@ -222,6 +244,7 @@ class ApiKeyEditForm(ApiKeyCreateForm):
         initial.update({name: "\n".join(getattr(api_key, name) or []) for name in cls.LIST_FIELDS})
         initial["upstreams"] = [u.slug for u in api_key.upstreams.all()]
         initial["rate_limit"] = api_key.rate_limit or ""
+        initial["report_only"] = list(api_key.report_only or [])
         # Naive UTC, so the field shows UTC as its label says, whatever the site's time zone.
         initial["expires_at"] = api_key.expires_at and timezone.make_naive(api_key.expires_at, UTC)
         return initial
@@ -266,3 +289,10 @@ class ApiKeyRotateForm(forms.Form):
     )
 
     add_service_errors = ApiKeyCreateForm.add_service_errors
+
+
+class KeyCheckForm(forms.Form):
+    """One report-mode check of a key to switch to enforce, or a value to add to its allowlist."""
+
+    check = forms.ChoiceField(choices=REPORT_CHOICES)
+    value = forms.CharField(required=False, max_length=200)

@@ -31,6 +31,7 @@ urlpatterns = [
     path("keys/new", views.key_create, name="key_create"),
     path("keys/<key_id:key_id>", views.key_detail, name="key_detail"),
     path("keys/<key_id:key_id>/edit", views.key_edit, name="key_edit"),
+    path("keys/<key_id:key_id>/checks", views.key_check, name="key_check"),
     path("keys/<key_id:key_id>/rotate", views.key_rotate, name="key_rotate"),
     path("keys/<key_id:key_id>/revoke", views.key_revoke, name="key_revoke"),
     # Each area lists its own routes next to its views.

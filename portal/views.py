@@ -1,6 +1,7 @@
 """Portal pages. Thin: each parses a form, calls a service or a selector for the current tenant, and
 renders. The current tenant is the membership named by the session's `tenant` slug, else the first."""
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_ratelimit.core import is_ratelimited
 
-from keys import selectors, services
+from keys import selectors, services, sharing
 from keys.client_address import client_address
 from keys.models import ApiKey, Role, Tenant
 from keys.shown_once import shown_once
@@ -39,9 +40,11 @@ from portal.common import (
     tenant_view,
 )
 from portal.forms import (
+    REPORT_CHOICES,
     ApiKeyCreateForm,
     ApiKeyEditForm,
     ApiKeyRotateForm,
+    KeyCheckForm,
     RateLimitedAuthenticationForm,
     SignupForm,
 )
@@ -192,7 +195,66 @@ def key_detail(request: TenantRequest, key_id: str) -> HttpResponse:
     api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
     context = {"key": api_key, "can_manage": can(request, Role.DEVELOPER)}
     context.update(_snippet_context(request, api_key))
+    context.update(_report_context(request.tenant, api_key))
     return page(request, "portal/key_detail.html", context)
+
+
+CHECK_LABELS = dict(REPORT_CHOICES)
+
+
+def _report_context(tenant: Tenant, api_key: ApiKey) -> dict[str, object]:
+    """The would-be refusals of the key's report-mode checks (24 h, 30 days) and its sharing signals."""
+    now = timezone.now()
+    last_day = {
+        (row["code"], row["detail"]): row["count"]
+        for row in selectors.usage_would_reject(tenant=tenant, api_key=api_key, since=now - timedelta(days=1))
+    }
+    would = [
+        {
+            **row,
+            "day": last_day.get((row["code"], row["detail"]), 0),
+            "label": CHECK_LABELS.get(row["check"], ""),
+        }
+        for row in selectors.usage_would_reject(
+            tenant=tenant, api_key=api_key, since=now - timedelta(days=30)
+        )
+    ]
+    days = sharing.sharing_days(api_key=api_key)
+    peak = max([1, *(max(day["addresses"], day["origins"], day["user_agents"]) for day in days)])
+    return {
+        "report_checks": [(name, CHECK_LABELS[name]) for name in api_key.report_only or []],
+        "would_reject": would,
+        "allowlist_checks": services.ALLOWLIST_CHECKS,
+        "sharing_days": days,
+        "sharing_any": any(day["addresses"] or day["origins"] or day["user_agents"] for day in days),
+        "sharing_peak": peak,
+        "sharing_flags": sharing.sharing_flags(api_key=api_key),
+    }
+
+
+@require_POST
+@tenant_view(Role.DEVELOPER)
+def key_check(request: TenantRequest, key_id: str) -> HttpResponse:
+    """One action on a report-mode check: switch it to enforce, or add a value to its allowlist."""
+    api_key = or_404(selectors.api_key_get, tenant=request.tenant, key_id=key_id)
+    form = KeyCheckForm(request.POST)
+    if not form.is_valid() or api_key.state == "revoked":
+        messages.error(request, "That action is not possible for this key.")
+        return redirect("portal:key_detail", key_id=api_key.key_id)
+    check, value = form.cleaned_data["check"], form.cleaned_data["value"].strip()
+    actor, address = request.user, client_address(request)
+    try:
+        if value:
+            services.api_key_allowlist_add(
+                api_key=api_key, check=check, value=value, actor=actor, ip_address=address
+            )
+            messages.success(request, f"{value} is added to the {CHECK_LABELS[check].lower()} allowlist.")
+        else:
+            services.api_key_check_enforce(api_key=api_key, check=check, actor=actor, ip_address=address)
+            messages.success(request, f"{CHECK_LABELS[check]} are now enforced: such requests are refused.")
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+    return redirect("portal:key_detail", key_id=api_key.key_id)
 
 
 @require_http_methods(["GET", "POST"])

@@ -138,19 +138,37 @@ def check_credentials(
 
 
 def check_origin(key: KeyPolicy, facts: Facts, credential: str | TokenPolicy | None) -> Rejection | None:
+    """The key's origin allowlist (a refusal of check "allowed_origins", which may report only), then a
+    token's own origins (which narrow the key and are always enforced)."""
     if facts.origin is not None:
-        token_origins = credential.origins if isinstance(credential, TokenPolicy) else ()
-        if not origin_allowed(facts.origin, key.origins) or not origin_allowed(facts.origin, token_origins):
+        if not origin_allowed(facts.origin, key.origins):
+            return reject(
+                "origin_not_allowed",
+                f"Origin {facts.origin} is not allowed for key {key.key_id}.",
+                detail=facts.origin,
+                check="allowed_origins",
+            )
+        return check_token_origin(key, facts, credential)
+    if key.origins and credential is None:
+        return reject(
+            "origin_required",
+            f"{key.key_id} allows only listed origins; without an Origin, send the secret or a token.",
+            check="allowed_origins",
+        )
+    return None
+
+
+def check_token_origin(
+    key: KeyPolicy, facts: Facts, credential: str | TokenPolicy | None
+) -> Rejection | None:
+    """A token bound to origins holds only from them: never relaxed by report mode (no `check`)."""
+    if facts.origin is not None and isinstance(credential, TokenPolicy):
+        if not origin_allowed(facts.origin, credential.origins):
             return reject(
                 "origin_not_allowed",
                 f"Origin {facts.origin} is not allowed for key {key.key_id}.",
                 detail=facts.origin,
             )
-    elif key.origins and credential is None:
-        return reject(
-            "origin_required",
-            f"{key.key_id} allows only listed origins; without an Origin, send the secret or a token.",
-        )
     return None
 
 
@@ -165,7 +183,19 @@ def _ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def check_client(key: KeyPolicy, facts: Facts) -> Rejection | None:
-    """The IP, user-agent and HTTP-method allowlists."""
+    """The IP, user-agent and HTTP-method allowlists: the first that refuses."""
+    return next((rejection for rejection in client_rejections(key, facts) if rejection), None)
+
+
+def client_rejections(
+    key: KeyPolicy, facts: Facts
+) -> tuple[Rejection | None, Rejection | None, Rejection | None]:
+    """What the IP, user-agent and HTTP-method allowlists each say, in that order (each may be in
+    report mode, so a relay needs all three, proxy/report.py)."""
+    return check_ip(key, facts), check_user_agent(key, facts), check_http_method(key, facts)
+
+
+def check_ip(key: KeyPolicy, facts: Facts) -> Rejection | None:
     if key.networks:
         address = _ip_of(facts.client_address)
         if address is None or not any(address in network for network in key.networks):
@@ -173,13 +203,23 @@ def check_client(key: KeyPolicy, facts: Facts) -> Rejection | None:
                 "ip_not_allowed",
                 f"Client address {facts.client_address} is not allowed for {key.key_id}.",
                 detail=facts.client_address,
+                check="allowed_ips",
             )
+    return None
+
+
+def check_user_agent(key: KeyPolicy, facts: Facts) -> Rejection | None:
     if key.user_agents and not user_agent_allowed(facts.user_agent, key.user_agents):
         return reject(
             "user_agent_not_allowed",
             f"This user agent is not allowed for {key.key_id}.",
             detail=facts.user_agent,
+            check="allowed_user_agents",
         )
+    return None
+
+
+def check_http_method(key: KeyPolicy, facts: Facts) -> Rejection | None:
     if key.http_methods:
         for method in (facts.method, *facts.method_overrides):
             if method not in key.http_methods:
@@ -187,6 +227,7 @@ def check_client(key: KeyPolicy, facts: Facts) -> Rejection | None:
                     "http_method_not_allowed",
                     f"HTTP method {method[:20]} is not allowed for {key.key_id}.",
                     detail=method,
+                    check="allowed_http_methods",
                 )
     return None
 
@@ -228,5 +269,6 @@ def check_rpc_methods(key: KeyPolicy, body: bytes) -> Rejection | None:
             "rpc_method_not_allowed",
             f"JSON-RPC method {refused[0][:100]!r} is not allowed for {key.key_id}.",
             detail=", ".join(names[:RPC_DETAIL_METHODS]),
+            check="allowed_rpc_methods",
         )
     return None

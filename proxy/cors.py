@@ -12,13 +12,16 @@ from django.conf import settings
 from keys.origins import origin_allowed
 from proxy.policy import KeyPolicy
 
-EXPOSED = "X-Request-Id, Retry-After, RateLimit, RateLimit-Policy"
+EXPOSED = "X-Request-Id, Retry-After, RateLimit, RateLimit-Policy, X-Would-Reject"
 DEFAULT_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 def cors_allowed(key: KeyPolicy | None, origin: str | None) -> bool:
-    """True when the answer may carry Access-Control-Allow-Origin for this origin."""
-    return key is not None and origin is not None and origin_allowed(origin, key.origins)
+    """True when the answer may carry Access-Control-Allow-Origin for this origin: an allowed one, or any
+    while the key's origin check only reports (the app must keep working while its origins are learnt)."""
+    if key is None or origin is None:
+        return False
+    return origin_allowed(origin, key.origins) or "allowed_origins" in key.report_only
 
 
 def is_preflight(method: str, headers: Mapping[str, str]) -> bool:

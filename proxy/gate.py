@@ -8,15 +8,17 @@ goes on with. Neither does I/O of its own beyond the policy cache (which may ask
 proxy.policy.NeedsDatabase) and the limiter's occasional lease.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.http import HttpResponse
 
-from proxy import access_log, checks, cors, outbound
+from proxy import access_log, checks, cors, outbound, report
 from proxy.policy import KeyPolicy, UpstreamPolicy, policies
 from proxy.ratelimit import limiter
 from proxy.responses import preflight, refuse
+from proxy.sharing import sharing
+from proxy.usage import usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,8 @@ class Admitted:
 
     upstream: UpstreamPolicy
     key: KeyPolicy
+    # Refusals of report-mode checks so far (proxy/report.py): the call goes on, they are counted.
+    reported: list[checks.Rejection] = field(default_factory=list)
 
 
 def admit(
@@ -50,11 +54,16 @@ def admit(
             key, facts.origin, request_headers.get("Access-Control-Request-Headers", ""), headers
         )
     # 5-7: credentials, origin, the other allowlists.
+    # Checks of 6-8 in report mode pass and land in `reported` (proxy/report.py); 1-5 and 9-10 never do.
     rejection, credential = checks.check_credentials(key, facts, policies.token)
-    rejection = rejection or checks.check_origin(key, facts, credential) or checks.check_client(key, facts)
+    reported: list[checks.Rejection] = []
+    if not rejection:
+        origin, client = checks.check_origin(key, facts, credential), checks.client_rejections(key, facts)
+        rejection = report.enforced(key, reported, origin, *client)
     if rejection:
+        headers.update(report.would_reject_headers(reported))
         return refuse(rejection, headers, key_id=key.key_id)
-    return Admitted(upstream, key)
+    return Admitted(upstream, key, reported)
 
 
 def clear(
@@ -68,12 +77,13 @@ def clear(
     """The rest: the JSON-RPC verdict on the body (7), the limits (8: `headers` gains the rate-limit
     fields), the path (None: one with an encoded separator) and the body's size (9). Returns the
     upstream request path, or the refusal."""
-    key = admitted.key
-    rejection = rpc_rejection
+    key, reported = admitted.key, admitted.reported
+    rejection = report.enforced(key, reported, rpc_rejection)
     if not rejection:
         verdict = limiter.check(key, facts.now)
         headers.update(verdict.headers)
-        rejection = verdict.rejection
+        rejection = report.enforced(key, reported, *verdict.refusals)
+    headers.update(report.would_reject_headers(reported))
     if rejection:
         return refuse(rejection, headers, key_id=key.key_id)
     target = outbound.outbound_path(admitted.upstream, path) if path is not None else None
@@ -83,4 +93,6 @@ def clear(
     if body_length > (limit := settings.PROXY_MAX_BODY_BYTES):
         rejection = checks.reject("payload_too_large", f"The request body is over {limit} bytes.")
         return refuse(rejection, headers, key_id=key.key_id)
+    report.count_would_reject(usage.count, key.key_id, reported)  # it passes: count what would not have
+    sharing.note(key.key_id, facts.client_address, facts.origin, facts.user_agent)
     return target

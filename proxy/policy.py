@@ -82,6 +82,8 @@ class KeyPolicy:
     expires_at: float | None
     revoked_at: float | None
     upstreams: frozenset[str]
+    # The checks in report mode (keys.validators.REPORT_ONLY_CHECKS): proxy/report.py.
+    report_only: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,7 @@ def build_key_policy(api_key: ApiKey, upstream_slugs: list[str]) -> KeyPolicy:
         expires_at=_timestamp(api_key.expires_at),
         revoked_at=_timestamp(api_key.revoked_at),
         upstreams=frozenset(upstream_slugs),
+        report_only=frozenset(api_key.report_only or ()),
     )
 
 

@@ -124,8 +124,15 @@ class _Lease:
 class Verdict:
     """The outcome of one request against its key's limits, and what to say in the headers."""
 
-    rejection: Rejection | None = None
+    rejection: Rejection | None = None  # the first of `refusals`
     headers: dict[str, str] = field(default_factory=dict)
+    # Every limit that refused, in order (rate, then quota): the quota is still spent and checked past
+    # a rate limit in report mode, so a relay sees both (proxy/report.py).
+    refusals: list[Rejection] = field(default_factory=list)
+
+    def refuse(self, rejection: Rejection) -> None:
+        self.rejection = self.rejection or rejection
+        self.refusals.append(rejection)
 
 
 class Limiter:
@@ -185,19 +192,26 @@ class Limiter:
                 verdict.headers["RateLimit-Policy"] = f'"default";q={limit};w={window}'
                 verdict.headers["RateLimit"] = f'"default";r={remaining};t={reset}'
                 if not allowed:
-                    verdict.rejection = reject(
-                        "rate_limited",
-                        f"{key.key_id} is over its rate limit of {limit} per {window} s.",
-                        reset,
+                    verdict.refuse(
+                        reject(
+                            "rate_limited",
+                            f"{key.key_id} is over its rate limit of {limit} per {window} s.",
+                            reset,
+                            check="rate_limit",
+                        )
                     )
-                    return verdict
+                    if "rate_limit" not in key.report_only:
+                        return verdict
             if key.daily_quota is not None:
                 allowed, remaining, reset = self._take(f"{key.key_id}:q", key.daily_quota, 86400, now)
                 if not allowed:
-                    verdict.rejection = reject(
-                        "quota_exceeded",
-                        f"{key.key_id} has used its daily quota of {key.daily_quota}.",
-                        reset,
+                    verdict.refuse(
+                        reject(
+                            "quota_exceeded",
+                            f"{key.key_id} has used its daily quota of {key.daily_quota}.",
+                            reset,
+                            check="daily_quota",
+                        )
                     )
         except Exception as exc:  # noqa: BLE001 - any failure of the shared counters fails open
             return self._fail_open(verdict, exc)

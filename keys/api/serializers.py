@@ -19,6 +19,7 @@ from keys import selectors
 from keys.errors import ERROR_STATUS
 from keys.models import ApiKey, AuthType, KeyState, ManagementToken, Membership, Role, Upstream
 from keys.services import KEY_FIELDS
+from keys.validators import REPORT_ONLY_CHECKS
 
 # PositiveIntegerField's range in every database Django supports.
 MAX_INT = 2147483647
@@ -96,6 +97,11 @@ class KeySerializer(serializers.ModelSerializer):
     allowed_user_agents = serializers.ListField(child=serializers.CharField(), read_only=True)
     allowed_http_methods = serializers.ListField(child=serializers.CharField(), read_only=True)
     allowed_rpc_methods = serializers.ListField(child=serializers.CharField(), read_only=True)
+    report_only = serializers.ListField(
+        child=serializers.ChoiceField(choices=REPORT_ONLY_CHECKS),
+        read_only=True,
+        help_text="The checks in report mode (they count what they would refuse); empty: all enforce.",
+    )
 
     class Meta:
         model = ApiKey
@@ -134,6 +140,12 @@ class KeyWriteSerializer(ClosedSerializer):
         max_length=20, allow_null=True, allow_blank=True, required=False, help_text="N/s, N/m, N/h or N/d."
     )
     daily_quota = StrictIntegerField(min_value=0, max_value=MAX_INT, allow_null=True, required=False)
+    report_only = serializers.ListField(
+        child=serializers.ChoiceField(choices=REPORT_ONLY_CHECKS),
+        max_length=len(REPORT_ONLY_CHECKS),
+        required=False,
+        help_text="Checks that only report (X-Would-Reject) what they would refuse; the others enforce.",
+    )
     expires_at = serializers.DateTimeField(allow_null=True, required=False)
 
     def validate_upstreams(self, slugs: list[str]) -> list[Upstream]:
@@ -192,9 +204,42 @@ class UsageQuerySerializer(serializers.Serializer):
 
 class UsageRowSerializer(serializers.Serializer):
     period = serializers.DateTimeField(help_text="Start of the hour or day (UTC).")
-    outcome = serializers.CharField(help_text="allowed, rejected or upstream_error.")
+    outcome = serializers.CharField(
+        help_text="allowed, rejected, upstream_error, or would_reject (a report-mode check's would-be "
+        "refusal, counted on top of the request's own outcome)."
+    )
     code = serializers.CharField(help_text="The error code of a rejection; empty otherwise.")
     count = serializers.IntegerField()
+
+
+class WouldRejectSerializer(serializers.Serializer):
+    check = serializers.CharField(help_text="The report-mode check, as named in report_only.")
+    code = serializers.CharField(help_text="The error code it would have answered.")
+    detail = serializers.CharField(help_text="What it would have refused (origin, address...); may be empty.")
+    count = serializers.IntegerField()
+
+
+class SharingDaySerializer(serializers.Serializer):
+    day = serializers.DateField()
+    addresses = serializers.IntegerField(help_text="Distinct client addresses (approximate).")
+    origins = serializers.IntegerField(help_text="Distinct origins (approximate).")
+    user_agents = serializers.IntegerField(help_text="Distinct user agents (approximate).")
+    top = serializers.DictField(
+        child=serializers.ListField(child=serializers.ListField()),
+        help_text='Top values by requests: {"addresses": [[value, requests], ...], "origins": ..., '
+        '"user_agents": ...}.',
+    )
+    flagged = serializers.ListField(
+        child=serializers.CharField(), help_text="addresses_jump, origins_jump: above the key's baseline."
+    )
+
+
+class SharingSerializer(serializers.Serializer):
+    days = SharingDaySerializer(many=True, help_text="The 30 days up to `until`, oldest first.")
+    flags = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="addresses_jump, origins_jump, origin_outside_allowlist (in report mode) over those days.",
+    )
 
 
 class UsageSerializer(serializers.Serializer):
@@ -203,6 +248,10 @@ class UsageSerializer(serializers.Serializer):
     since = serializers.DateTimeField()
     until = serializers.DateTimeField()
     results = UsageRowSerializer(many=True)
+    would_reject = WouldRejectSerializer(
+        many=True, help_text="What the key's report-mode checks would have refused in [since, until)."
+    )
+    sharing = SharingSerializer(help_text="Key-sharing signals: distinct callers per day, and flags.")
 
 
 # --- Upstreams -------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The management API's views: authenticate, scope to the caller's tenant, validate the shape, call
 keys.services or keys.selectors, serialize. No rule lives here."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, cast
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from keys import selectors, services
+from keys import selectors, services, sharing
 from keys.api import serializers as s
 from keys.api.authentication import (
     ManagementTokenAuthentication,
@@ -160,8 +160,18 @@ class KeyViewSet(TenantScoped, viewsets.ViewSet):
     def usage(self, request: Request, id: str) -> Response:
         api_key = self.get_key()
         query = self.valid(s.UsageQuerySerializer, request.query_params)
-        rows = selectors.usage_summary(tenant=self.access.tenant, api_key=api_key, **query)
-        return Response(s.UsageSerializer({"key": api_key.key_id, **query, "results": rows}).data)
+        tenant = self.access.tenant
+        rows = selectors.usage_summary(tenant=tenant, api_key=api_key, **query)
+        would = selectors.usage_would_reject(
+            tenant=tenant, api_key=api_key, since=query["since"], until=query["until"]
+        )
+        today = query["until"].astimezone(UTC).date()
+        shared = {
+            "days": sharing.sharing_days(api_key=api_key, today=today),
+            "flags": sharing.sharing_flags(api_key=api_key, today=today),
+        }
+        data = {"key": api_key.key_id, **query, "results": rows, "would_reject": would, "sharing": shared}
+        return Response(s.UsageSerializer(data).data)
 
 
 @extend_schema(tags=["upstreams"], parameters=[TENANT_HEADER])

@@ -68,9 +68,11 @@ from keys.selectors.usage import (
     usage_list,
     usage_rejections,
     usage_summary,
+    usage_would_reject,
 )
 
 __all__ = [
+    "usage_would_reject",
     "alert_rule_get",
     "alert_rule_list",
     "webhook_delivery_list",

@@ -112,11 +112,40 @@ def requests_today_by_key(*, tenant: Tenant, now: datetime | None = None) -> dic
     midnight = (now or timezone.now()).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     rows = (
         usage_list(tenant=tenant, since=midnight)
+        .exclude(outcome="would_reject")  # counted on top of the request's own outcome
         .values("api_key__key_id")
         .annotate(total=Sum("count"))
         .order_by("api_key__key_id")
     )
     return {row["api_key__key_id"]: row["total"] for row in rows}
+
+
+def usage_would_reject(
+    *, tenant: Tenant, api_key: ApiKey, since: datetime, until: datetime | None = None, limit: int = 100
+) -> list[dict]:
+    """What the key's report-mode checks would have refused since `since`: [{"check", "code", "detail",
+    "count"}], most frequent first (rows exist once the roll-up wrote them)."""
+    from keys.usage.store import WOULD_REJECT
+    from keys.validators import REPORT_CHECK_OF_CODE
+
+    records = usage_list(tenant=tenant, api_key=api_key, since=since)
+    if until is not None:
+        records = records.filter(hour__lt=until)
+    rows = (
+        records.filter(outcome=WOULD_REJECT)
+        .values("code", "detail")
+        .annotate(count=Sum("count"))
+        .order_by("-count", "code", "detail")[:limit]
+    )
+    return [
+        {
+            "check": REPORT_CHECK_OF_CODE.get(row["code"], ""),
+            "code": row["code"],
+            "detail": row["detail"],
+            "count": row["count"],
+        }
+        for row in rows
+    ]
 
 
 def usage_day_spent(*, key_id: str, day_start: datetime) -> int:

@@ -27,9 +27,12 @@ from keys.services.accounts import (
     user_get_or_create,
 )
 from keys.services.api_keys import (
+    ALLOWLIST_CHECKS,
     KEY_FIELDS,
     access_token_issue,
     access_token_revoke,
+    api_key_allowlist_add,
+    api_key_check_enforce,
     api_key_create,
     api_key_revoke,
     api_key_rotate,
@@ -80,6 +83,9 @@ __all__ = [
     "User",
     "access_token_issue",
     "access_token_revoke",
+    "ALLOWLIST_CHECKS",
+    "api_key_allowlist_add",
+    "api_key_check_enforce",
     "api_key_create",
     "api_key_revoke",
     "api_key_rotate",

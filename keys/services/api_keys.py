@@ -25,6 +25,7 @@ KEY_FIELDS = (
     "allowed_rpc_methods",
     "rate_limit",
     "daily_quota",
+    "report_only",
     "expires_at",
 )
 
@@ -35,6 +36,38 @@ def _key_check_upstreams(tenant: Tenant, upstreams: Iterable[Upstream]) -> list[
     if foreign:
         raise ValidationError({"upstreams": [f"Unknown upstream: {slug}." for slug in foreign]})
     return upstreams
+
+
+ALLOWLIST_CHECKS = (
+    "allowed_origins",
+    "allowed_ips",
+    "allowed_user_agents",
+    "allowed_http_methods",
+    "allowed_rpc_methods",
+)
+
+
+def api_key_check_enforce(
+    *, api_key: ApiKey, check: str, actor: Actor = None, ip_address: str | None = None
+) -> ApiKey:
+    """Switch one of the key's checks from report mode to enforce (a no-op when it already enforces)."""
+    if check not in validators.REPORT_ONLY_CHECKS:
+        raise ValidationError({"report_only": [f"{check[:50]!r} is not a check that can report only."]})
+    remaining = [name for name in api_key.report_only or [] if name != check]
+    return api_key_update(api_key=api_key, actor=actor, ip_address=ip_address, report_only=remaining)
+
+
+def api_key_allowlist_add(
+    *, api_key: ApiKey, check: str, value: str, actor: Actor = None, ip_address: str | None = None
+) -> ApiKey:
+    """Add a value a report-mode check would have refused to that allowlist (validated as any entry).
+    A JSON-RPC detail lists several methods ("a, b"): each is added."""
+    if check not in ALLOWLIST_CHECKS:
+        raise ValidationError({check[:50]: ["Only an allowlist takes a value."]})
+    values = [part.strip() for part in value.split(",")] if check == "allowed_rpc_methods" else [value]
+    current = list(getattr(api_key, check) or [])
+    added = current + [entry for entry in values if entry and entry not in current]
+    return api_key_update(api_key=api_key, actor=actor, ip_address=ip_address, **{check: added})
 
 
 @transaction.atomic

@@ -7,6 +7,7 @@ DESIGN_KEY_FIELDS = {
     "name",
     "upstreams",
     "secret_required",
+    "report_only",
     "allowed_origins",
     "allowed_ips",
     "allowed_user_agents",

@@ -114,6 +114,16 @@ def test_patch_changes_allowlists_and_limits_normalised(api, created, tenant_ups
     assert api_key.allowed_origins == body["allowed_origins"] and api_key.rate_limit == "100/m"
 
 
+def test_report_only_is_read_and_written_per_check(api, created):
+    assert created["report_only"] == []
+    url = f"/api/v1/keys/{created['id']}"
+    response = api.patch(url, {"report_only": ["rate_limit", "allowed_origins", "rate_limit"]}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["report_only"] == ["allowed_origins", "rate_limit"]  # once each, in check order
+    assert ApiKey.objects.get(key_id=created["id"]).report_only == ["allowed_origins", "rate_limit"]
+    assert api.patch(url, {"report_only": []}, format="json").json()["report_only"] == []
+
+
 def test_patch_keeps_fields_it_does_not_name(api, created):
     api.patch(f"/api/v1/keys/{created['id']}", {"name": "renamed"}, format="json")
     api_key = ApiKey.objects.get(key_id=created["id"])
@@ -145,6 +155,9 @@ def test_patch_keeps_fields_it_does_not_name(api, created):
         ("secret_required", "perhaps"),
         ("upstreams", ["no-such-upstream"]),
         ("upstreams", "local"),
+        ("report_only", ["secret_required"]),
+        ("report_only", "allowed_origins"),
+        ("report_only", [None]),
     ],
 )
 def test_patch_with_bad_value_is_400_naming_the_field_and_changes_nothing(api, created, field, value):

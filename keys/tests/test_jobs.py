@@ -505,6 +505,7 @@ def test_the_in_process_runner_runs_each_job_at_its_interval(db):
         "access_tokens_purge",
         "api_keys_expire",
         "usage_roll_up",
+        "sharing_roll_up",
         "usage_trim",
         *minutely,
     ]
@@ -513,12 +514,14 @@ def test_the_in_process_runner_runs_each_job_at_its_interval(db):
         "access_tokens_purge",
         "api_keys_expire",
         "usage_roll_up",
+        "sharing_roll_up",
         *minutely,
     ]
     assert jobs.run_due_jobs(last_runs=last_runs, now=1_000_000 + 86400) == [
         "access_tokens_purge",
         "api_keys_expire",
         "usage_roll_up",
+        "sharing_roll_up",
         "usage_trim",
         *minutely,
     ]

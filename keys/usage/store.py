@@ -31,6 +31,8 @@ from redis import Redis
 from redis.exceptions import ResponseError
 
 ALLOWED, REJECTED, UPSTREAM_ERROR = "allowed", "rejected", "upstream_error"
+# A refusal of a check in report mode: the request passed and is counted under its own outcome too.
+WOULD_REJECT = "would_reject"
 USAGE_KEY = "usage:{minute}"  # a Redis hash per minute: "key_id|outcome|code[|detail]" -> count
 CLAIMED_PREFIX = "usage:claimed:"
 USAGE_RETENTION_SECONDS = 3 * 86400

@@ -31,6 +31,7 @@ def test_create_page_has_every_key_field_and_says_the_expiry_is_utc(portal_clien
         "allowed_rpc_methods",
         "rate_limit",
         "daily_quota",
+        "report_only",
         "expires_at",
     ]
     page = answer.content.decode()

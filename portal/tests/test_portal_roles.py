@@ -40,6 +40,7 @@ MEMBER_PAGES = {
     "key_create": (None, Role.DEVELOPER, True),
     "key_detail": ("key", Role.VIEWER, True),
     "key_edit": ("key", Role.DEVELOPER, True),
+    "key_check": ("key", Role.DEVELOPER, False),
     "key_rotate": ("key", Role.DEVELOPER, True),
     "key_revoke": ("key", Role.DEVELOPER, True),
     "usage": (None, Role.VIEWER, True),
