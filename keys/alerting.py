@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from keys.alert_models import AlertEvent, AlertRule
 from keys.models import ApiKey, AuditEvent, KeyState, UsageRecord
-from keys.services.alerts import alert_fire
+from keys.services.alerts import alert_fire, alert_signal_key_sharing
+from keys.sharing import sharing_flags
 from keys.usage.store import ALLOWED, REJECTED, UPSTREAM_ERROR
 
 # How far back the revoked / rotated rules look in the audit trail (a beat that was down catches up).
@@ -193,6 +194,20 @@ def _audited(rule: AlertRule, now: datetime, *, action: str) -> int:
     return fired
 
 
+def _sharing(tenant_id: int, now: datetime) -> int:
+    """The tenant's keys whose signals say "shared" today (keys/sharing.py: a jump of distinct addresses
+    or origins above the key's own baseline, or an unlisted origin while origins report) go to the
+    signal's hook, which fires every sharing rule covering the key."""
+    fired = 0
+    for key in ApiKey.objects.filter(tenant_id=tenant_id).in_state(KeyState.ACTIVE, now=now):
+        flags = sharing_flags(api_key=key, days=1, today=now.astimezone(UTC).date())
+        if flags:
+            fired += alert_signal_key_sharing(
+                api_key=key, data={"key_name": key.name, "reasons": ", ".join(sorted(flags))}, now=now
+            )
+    return fired
+
+
 def alerts_evaluate(*, now: datetime | None = None) -> int:
     """Evaluate every active rule; returns how many alerts fired. Safe to run twice or concurrently."""
     now = now or timezone.now()
@@ -200,7 +215,9 @@ def alerts_evaluate(*, now: datetime | None = None) -> int:
     rules = AlertRule.objects.filter(is_active=True, tenant__is_active=True).select_related(
         "tenant", "api_key"
     )
-    for rule in rules.filter(~Q(event=AlertEvent.KEY_SHARING)):  # sharing fires from its own signal
+    for tenant_id in set(rules.filter(event=AlertEvent.KEY_SHARING).values_list("tenant_id", flat=True)):
+        fired += _sharing(tenant_id, now)
+    for rule in rules.filter(~Q(event=AlertEvent.KEY_SHARING)):
         if rule.event == AlertEvent.QUOTA_THRESHOLD:
             fired += _quota(rule, now)
         elif rule.event == AlertEvent.RATE_LIMITED_SHARE:

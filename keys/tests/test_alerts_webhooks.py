@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from keys import alerting, services
 from keys.alert_models import AlertEvent, DeliveryStatus, WebhookDelivery
-from keys.models import UsageRecord
+from keys.models import KeySharingDay, UsageRecord
 from keys.services import alerts, webhooks
 from keys.tests.webhook_receiver import WebhookReceiver
 
@@ -247,6 +247,22 @@ def test_key_sharing_hook_fires_its_rules(tenant, quota_key):
     assert sharing(api_key=quota_key, data={"distinct_ips": 40}) == 1
     assert sharing(api_key=quota_key, data={"distinct_ips": 41}) == 0
     assert "distinct_ips: 40" in mail.outbox[0].body
+
+
+def test_a_key_whose_distinct_addresses_jump_above_its_baseline_alerts_once(tenant, quota_key):
+    alerts.alert_rule_create(tenant=tenant, event="key.sharing_suspected", recipients=[owner(tenant)])
+    now = timezone.now()
+    today = now.astimezone(UTC).date()
+    for days_ago in range(1, 8):  # a week of the app's usual 5 addresses
+        KeySharingDay.objects.create(
+            tenant=tenant, api_key=quota_key, day=today - timedelta(days=days_ago), addresses=5, origins=1
+        )
+    KeySharingDay.objects.create(tenant=tenant, api_key=quota_key, day=today, addresses=6, origins=1)
+    assert evaluate(now=now) == 0  # an ordinary day
+    KeySharingDay.objects.filter(api_key=quota_key, day=today).update(addresses=400)
+    assert evaluate(now=now) == 1
+    assert evaluate(now=now) == 0  # once per window
+    assert "addresses_jump" in mail.outbox[0].body
 
 
 @pytest.mark.parametrize(
