@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test lint format bench screenshots clean
+.PHONY: run test lint format bench bench-slow screenshots clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ bench: $(VENV)/.bench
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk nginx-light; \
 	fi
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+## bench-slow: slow peers (1,000 calls to a 1-s upstream against nginx; 1,000 slow-body and 1,000
+## slow-reading clients), with what other callers see meanwhile and the workers' memory
+bench-slow: $(VENV)/.bench
+	@if ! command -v wrk >/dev/null || ! PATH="$$PATH:/usr/sbin:/sbin" command -v nginx >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk nginx-light; \
+	fi
+	$(PY) bench/concurrency.py $(BENCH_SLOW_ARGS)
 
 ## lint: ruff (rules and format), mypy, and the import contracts (pyproject.toml)
 lint: $(VENV)/.dev

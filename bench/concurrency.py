@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
 
-import run as bench
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/run.py's helpers, from any folder
+import run as bench  # noqa: E402
 
 UPSTREAM_DELAY = 1.0
 DEADLINE = 5  # seconds: the timeout of the upstreams the slow clients use

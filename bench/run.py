@@ -989,9 +989,10 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path, cleanups
         f"server (loopback). Upstream: nginx `return 200`, {len(BODY)}-byte JSON."
     )
     print(
-        f"Django proxies: granian --interface wsgi --workers {args.workers} --blocking-threads N "
-        f"({tools['granian_version']}).\n"
-        "Product: PostgreSQL + Redis, origin allowlist (matching Origin sent), rate limit 100000000/m, "
+        f"django-revproxy: granian --interface wsgi --workers {args.workers} --blocking-threads N "
+        f"({tools['granian_version']}). Product: bin/serve (granian's ASGI interface, the async gateway; "
+        f"WEB_WORKERS={args.workers}, WEB_THREADS=N for the site's views),\n"
+        "PostgreSQL + Redis, origin allowlist (matching Origin sent), rate limit 100000000/m, "
         "usage counting."
     )
     print(f"\ngranian --blocking-threads sweep (req/s, wrk -t{args.threads} -c{args.connections}, "
