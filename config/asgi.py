@@ -13,7 +13,8 @@ granian_signals.install()  # before granian sets this worker's signal handlers
 site = get_asgi_application()  # sets Django up; the proxy's modules need it
 
 from keys.jobs import inprocess_jobs_start  # noqa: E402
+from ops.liveness import with_liveness  # noqa: E402
 from proxy.gateway import with_async_proxy  # noqa: E402
 
-application = with_async_proxy(site)
+application = with_liveness(with_async_proxy(site))
 inprocess_jobs_start()  # only without Redis: the background jobs on a thread of this server process
