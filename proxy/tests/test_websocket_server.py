@@ -1,10 +1,12 @@
 """The WebSocket relay as production runs it: bin/serve (granian's ASGI interface, two workers), a real
 client socket, and a real JSON-RPC WebSocket upstream on loopback (proxy/tests/ws_upstream.py)."""
 
+import contextlib
 import json
 import time
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -37,7 +39,7 @@ def server(transactional_db):
 @pytest.fixture
 def make_key(tenant, ws_upstream):
     """make_key(**key fields) -> (slug, key, secret) on the WebSocket upstream, which wants a bearer."""
-    made = {"upstream": None}
+    made: dict[str, Any] = {"upstream": None}
 
     def make(**fields):
         if made["upstream"] is None:
@@ -123,7 +125,8 @@ def test_a_browser_token_rides_in_the_subprotocol_and_only_bearer_is_echoed(serv
     slug, key, _ = make_key(secret_required=True, allowed_origins=["https://app.example"])
     token = services.access_token_issue(api_key=key, ttl=60)[1]
     url = ws_url(server, slug, key.key_id)
-    with connect(url, subprotocols=["bearer", token], origin="https://app.example", open_timeout=5) as ws:
+    browser: dict[str, Any] = {"subprotocols": ["bearer", token], "origin": "https://app.example"}
+    with connect(url, open_timeout=5, **browser) as ws:
         assert ws.subprotocol == "bearer"
         assert call(ws, "eth_blockNumber")["result"] == BLOCK_NUMBER
     status, body = refused(url, subprotocols=["bearer", token], origin="https://evil.example")
@@ -152,7 +155,8 @@ def test_a_refused_handshake_answers_the_contracts_http_error_never_a_101(
     server, make_key, ws_upstream, fields, how, status, code
 ):
     slug, key, secret = make_key(**fields)
-    key_id, kwargs = key.key_id, {}
+    key_id = key.key_id
+    kwargs: dict[str, object] = {}
     if how == "unknown_upstream":
         slug = "no-such-upstream"
     elif how == "made_up_key":
@@ -215,7 +219,8 @@ def test_a_message_over_the_size_limit_is_refused_and_never_reaches_the_upstream
     with serve(PROXY_WS_MAX_MESSAGE_BYTES="1000") as served:
         with connect(ws_url(served, slug, key.key_id), open_timeout=5) as ws:
             big = {"jsonrpc": "2.0", "id": 3, "method": "eth_call", "params": ["é" * 600]}  # 1,200+ bytes
-            refusal = json.loads((ws.send(json.dumps(big, ensure_ascii=False)), ws.recv(timeout=5))[1])
+            ws.send(json.dumps(big, ensure_ascii=False))
+            refusal = json.loads(ws.recv(timeout=5))
             assert refusal["id"] == 3 and refusal["error"]["data"]["code"] == "payload_too_large"
             assert call(ws, "eth_blockNumber", 4)["result"] == BLOCK_NUMBER
     assert [json.loads(message)["id"] for message in ws_upstream.seen.messages] == [4]
@@ -322,13 +327,11 @@ def test_the_per_key_cap_refuses_one_socket_more_across_workers_and_frees_on_clo
     slug, key, _ = make_key()
     with serve(PROXY_WS_MAX_CONNECTIONS_PER_KEY="3") as served:
         url = ws_url(served, slug, key.key_id)
-        sockets = [connect(url, open_timeout=5) for _ in range(3)]  # spread over both workers
-        try:
+        with contextlib.ExitStack() as sockets:
+            for _ in range(3):  # spread over both workers
+                sockets.enter_context(connect(url, open_timeout=5))
             status, body = refused(url)
             assert (status, body["error"]["code"]) == (429, "too_many_connections")
-        finally:
-            for ws in sockets:
-                ws.close()
         time.sleep(0.5)
         with connect(url, open_timeout=5) as ws:
             assert call(ws, "eth_blockNumber")["result"] == BLOCK_NUMBER
