@@ -4,6 +4,7 @@ notifications from ganache (a real JSON-RPC WebSocket node, from npm) on loopbac
 Skipped, as the other JavaScript tests are, when portal/tests/js's npm packages are not installed."""
 
 import asyncio
+import html
 import json
 import shutil
 import socket
@@ -63,8 +64,8 @@ def ganache():
 
 
 @pytest.fixture
-def proxied_ganache(transactional_db, tenant, ganache):
-    """The proxy's WebSocket URL for ganache (a key with an allowlist, so the per-message checks run)."""
+def ganache_key(transactional_db, tenant, ganache):
+    """A key on ganache with a JSON-RPC allowlist, so the per-message checks run."""
     upstream = services.upstream_create(
         tenant=None,
         slug="ganache",
@@ -86,8 +87,14 @@ def proxied_ganache(transactional_db, tenant, ganache):
             "net_version",
         ],
     )
+    return key
+
+
+@pytest.fixture
+def proxied_ganache(ganache_key):
+    """The proxy's WebSocket URL for ganache."""
     with serve() as served:
-        yield f"{served.replace('http://', 'ws://')}/proxy/ganache/{key.key_id}"
+        yield f"{served.replace('http://', 'ws://')}/proxy/ganache/{ganache_key.key_id}"
 
 
 ETHERS_SCRIPT = """
@@ -134,3 +141,32 @@ def test_web3_py_websocket_provider_reads_the_block_number_and_gets_new_heads(pr
 
     number, heads = asyncio.run(asyncio.wait_for(run(), 30))
     assert heads[1] > heads[0] >= number
+
+
+def test_the_key_pages_ethers_websocket_snippet_runs_as_pasted(ganache_key, portal_client):
+    from keys.models import Role
+    from portal.tests.test_portal_snippets import SNIPPET_RE
+
+    with serve() as served:
+        page = portal_client(Role.VIEWER).get(
+            f"/portal/keys/{ganache_key.key_id}", HTTP_HOST=served.removeprefix("http://")
+        )
+        snippets = {name: html.unescape(code) for name, code in SNIPPET_RE.findall(page.content.decode())}
+        snippet = snippets["snippet-ethers-ws"]
+        assert f"{served.replace('http://', 'ws://')}/proxy/ganache/{ganache_key.key_id}/" in snippet
+        done = subprocess.run(  # noqa: S603 - the page's snippet, as pasted, stopped after a new block
+            [
+                "node",
+                "--input-type=module",
+                "-e",
+                snippet + "\nprovider.once('block', () => process.exit(0));",
+            ],
+            cwd=JS,
+            env={"PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].isdigit() and lines[1].startswith("new block "), lines
