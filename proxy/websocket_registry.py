@@ -164,11 +164,6 @@ class Registry:
     def sockets(self) -> list[OpenSocket]:
         return [socket for group in self._by_key.values() for socket in group]
 
-    def close_all(self, code: int, reason: str) -> None:
-        """Close every socket of the process (the server stops)."""
-        for socket in self.sockets():
-            socket.close(code, reason)
-
     async def _watch(self) -> None:
         while self._by_key:
             await asyncio.sleep(settings.PROXY_WS_RECHECK_SECONDS)
