@@ -76,11 +76,6 @@ GOING_AWAY = 1001
 _NO_BODY = io.BytesIO(b"")
 
 
-def close_code_of(rejection: checks.Rejection) -> int:
-    """4000 + the HTTP status the same refusal answers at the handshake (4401 key_revoked, ...)."""
-    return 4000 + rejection.status
-
-
 def _http_scope(scope: Scope) -> Scope:
     """The handshake as the HTTP GET it is, for the helpers the relay shares with HTTP calls."""
     scheme = "https" if scope.get("scheme") == "wss" else "http"
@@ -153,17 +148,16 @@ async def _handshake(
             return None
         opened, subprotocol, headers = answer
         try:
-            await receive()  # websocket.connect, before the accept
-            await send(
-                {
-                    "type": "websocket.accept",
-                    "subprotocol": subprotocol,
-                    "headers": [(b"x-request-id", headers["X-Request-Id"].encode())],
-                }
-            )
+            connected = await receive()  # websocket.connect, before the accept
+            if connected["type"] == "websocket.disconnect":  # the client left while we connected upstream
+                status = 499
+                await _forget(opened)
+                return None
+            # granian 2.8 sends no header of the accept's own: the request id is on the access line.
+            accept = [(b"x-request-id", headers["X-Request-Id"].encode())]
+            await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": accept})
         except BaseException:
-            registry.remove(opened.socket)
-            await opened.upstream.close()
+            await _forget(opened)
             raise
         status = 101
         usage.count(opened.socket.key_id, ALLOWED)  # the handshake is one call; each message one more
@@ -174,6 +168,11 @@ async def _handshake(
         return None
     finally:
         access_log.end(access, status)
+
+
+async def _forget(opened: _Opened) -> None:
+    registry.remove(opened.socket)
+    await opened.upstream.close()
 
 
 async def _admit(
@@ -200,6 +199,9 @@ async def _admit(
         if isinstance(admitted, HttpResponse):
             return admitted
         upstream, key = admitted.upstream, admitted.key
+        target = gate.clear(admitted, facts, headers, None, path, 0)
+        if isinstance(target, HttpResponse):
+            return target
         socket = OpenSocket(upstream_slug, key, facts, asyncio.get_running_loop())
         if not await registry.add(socket):
             cap = settings.PROXY_WS_MAX_CONNECTIONS_PER_KEY
@@ -207,22 +209,22 @@ async def _admit(
                 "too_many_connections", f"{key.key_id} already has {cap} WebSocket connections open."
             )
             return refuse(rejection, headers, key_id=key.key_id)
-        target = gate.clear(admitted, facts, headers, None, path, 0)
-        if isinstance(target, HttpResponse):
-            registry.remove(socket)
-            return target
     except PolicyUnavailable:
         return refuse(checks.reject("service_unavailable", "Try again shortly."), headers, key_id=None)
-    query = outbound.outbound_query(upstream, request.META.get("QUERY_STRING", ""))
-    client_headers = [
-        (name, value) for name, value in request.headers.items() if name.lower() not in HANDSHAKE_FIELDS
-    ]
-    out_headers = outbound.outbound_headers(
-        upstream, client_headers, forwarded=forwarded_headers(request, facts.client_address, headers)
-    )
-    connected = await _connect_upstream(
-        upstream, f"{target}?{query}" if query else target, out_headers, app_subprotocols
-    )
+    try:
+        query = outbound.outbound_query(upstream, request.META.get("QUERY_STRING", ""))
+        client_headers = [
+            (name, value) for name, value in request.headers.items() if name.lower() not in HANDSHAKE_FIELDS
+        ]
+        out_headers = outbound.outbound_headers(
+            upstream, client_headers, forwarded=forwarded_headers(request, facts.client_address, headers)
+        )
+        connected = await _connect_upstream(
+            upstream, f"{target}?{query}" if query else target, out_headers, app_subprotocols
+        )
+    except BaseException:
+        registry.remove(socket)  # its place under the cap goes with it
+        raise
     if isinstance(connected, checks.Rejection):
         registry.remove(socket)
         return refuse(connected, headers, key_id=key.key_id, outcome=UPSTREAM_ERROR)
@@ -358,14 +360,13 @@ async def _relay(opened: _Opened, receive: Receive, send: Send) -> None:
     try:
         waited: set[asyncio.Future[Any]] = {from_client, from_upstream, socket.closed}
         await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
-        if from_client.done() and not socket.closed.done():  # the client closed (or its side failed)
-            failed = from_client.cancelled() or from_client.exception() is not None
-            code = 1000 if failed else from_client.result()
+        if socket.closed.done():  # the proxy closes: the watchdog's reason
+            code, reason = socket.closed.result()
+        elif _finished(from_client):  # the client closed: the upstream is told with the client's code
+            code = from_client.result()
             await upstream.close(code=code if code in RELAYABLE_CLOSE else 1000)
             return
-        if socket.closed.done():  # the proxy closes: the watchdog's reason, or the server stops
-            code, reason = socket.closed.result()
-        else:  # the upstream closed or failed: its close code, as far as it may pass
+        else:  # the upstream closed, or sending to it failed: its close code, as far as it may pass
             code, reason = _client_close_of(upstream, from_upstream)
         # granian holds a close back while a receive is pending: that receive goes first.
         await _cancelled(from_client)
@@ -379,6 +380,11 @@ async def _relay(opened: _Opened, receive: Receive, send: Send) -> None:
         registry.remove(socket)
 
 
+def _finished(task: asyncio.Task[Any]) -> bool:
+    """Done with a result (not cancelled, not failed)."""
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
 async def _cancelled(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(BaseException):
@@ -386,13 +392,13 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
 
 
 def _client_close_of(upstream: aiohttp.ClientWebSocketResponse, task: asyncio.Task[Any]) -> tuple[int, str]:
-    failure = task.exception() if not task.cancelled() else None
-    if isinstance(failure, aiohttp.ServerTimeoutError) or isinstance(upstream.exception(), TimeoutError):
-        return UPSTREAM_FAILED, "upstream_timeout"
+    """The close code and reason the client gets when the upstream's side ended."""
+    if isinstance(upstream.exception(), (aiohttp.ServerTimeoutError, TimeoutError)):
+        return UPSTREAM_FAILED, "upstream_timeout"  # no pong in time
     code = upstream.close_code
     if code in RELAYABLE_CLOSE:
-        reason = task.result() if failure is None and not task.cancelled() else ""
-        return code, (reason or "")[:120]
+        reason = task.result() if _finished(task) else ""
+        return code, reason.encode()[:123].decode(errors="ignore")  # a close frame holds 123 bytes of it
     if code == 1005:  # closed without a code: a normal end
         return 1000, ""
     return UPSTREAM_FAILED, "upstream_unreachable"

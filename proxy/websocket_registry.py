@@ -45,6 +45,12 @@ return 1
 """
 IDLE_CLOSE = 4408  # like HTTP's 408: the socket carried nothing for PROXY_WS_IDLE_SECONDS
 
+
+def close_code_for(status: int) -> int:
+    """The close code of a refusal that would answer `status` at the handshake: 4401 key_revoked, ..."""
+    return 4000 + status
+
+
 open_sockets = Gauge("proxy_websockets_open", "WebSocket sockets relayed now.", multiprocess_mode="livesum")
 
 
@@ -214,7 +220,7 @@ async def _readmit(socket: OpenSocket, now: float) -> KeyPolicy | tuple[int, str
     )
     if isinstance(admitted, HttpResponse):
         code = json.loads(admitted.content)["error"]["code"]
-        return 4000 + admitted.status_code, code
+        return close_code_for(admitted.status_code), code
     return admitted.key
 
 
