@@ -27,6 +27,7 @@ import logging
 import ssl
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
@@ -198,6 +199,8 @@ async def _admit(
         )
         if isinstance(admitted, HttpResponse):
             return admitted
+        # The upstream as the socket reaches it: its own WebSocket URL's host, port and path, if it has one.
+        admitted = dataclasses.replace(admitted, upstream=websocket_upstream(admitted.upstream))
         upstream, key = admitted.upstream, admitted.key
         target = gate.clear(admitted, facts, headers, None, path, 0)
         if isinstance(target, HttpResponse):
@@ -231,6 +234,18 @@ async def _admit(
     socket.request_id = headers["X-Request-Id"]
     chosen = connected.protocol or (TOKEN_SUBPROTOCOL if token is not None else None)
     return _Opened(socket, connected), chosen, headers
+
+
+def websocket_upstream(upstream: UpstreamPolicy) -> UpstreamPolicy:
+    """The upstream with its WebSocket URL in place of its base URL (scheme http/https standing for
+    ws/wss), so the path rule, the Host header and the address check read the URL connected to."""
+    if not upstream.websocket_url:
+        return upstream
+    parts = urlsplit(upstream.websocket_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    port = parts.port or (443 if scheme == "https" else 80)
+    path = parts.path.rstrip("/")
+    return dataclasses.replace(upstream, scheme=scheme, host=parts.hostname or "", port=port, base_path=path)
 
 
 _session: aiohttp.ClientSession | None = None

@@ -295,6 +295,27 @@ def test_the_upstreams_close_code_and_reason_reach_the_client(server, make_key):
     assert (code, reason) == (4321, "node restarting")
 
 
+def test_an_upstream_with_its_own_websocket_url_is_reached_there(server, tenant, ws_upstream):
+    upstream = services.upstream_create(
+        tenant=None,
+        slug="infura-like",
+        base_url="http://127.0.0.1:9/v3",  # HTTP calls go here; nothing listens
+        websocket_url=f"ws://127.0.0.1:{ws_upstream.port}/ws/v3",
+        allow_private_network=True,
+        actor="test",
+        actor_is_staff=True,
+        timeout_seconds=2,
+        auth_type="query",
+        auth_name="apiKey",
+        auth_value=UPSTREAM_SECRET,
+    )
+    key, _ = services.api_key_create(tenant=tenant, name="ws", upstreams=[upstream], actor="test")
+    with connect(ws_url(server, "infura-like", key.key_id, "x"), open_timeout=5) as ws:
+        assert call(ws, "eth_blockNumber")["result"] == BLOCK_NUMBER
+    assert ws_upstream.seen.paths == [f"/ws/v3/x?apiKey={UPSTREAM_SECRET}"]  # the credential added
+    assert ws_upstream.seen.handshakes[0]["Host"] == f"127.0.0.1:{ws_upstream.port}"
+
+
 def test_an_upstream_that_refuses_the_handshake_is_502_to_the_client(server, tenant):
     upstream = services.upstream_create(
         tenant=None,
