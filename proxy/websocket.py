@@ -27,7 +27,7 @@ import logging
 import ssl
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote_from_bytes, urlsplit
 
 import aiohttp
 from django.conf import settings
@@ -40,7 +40,7 @@ from keys import validators
 from keys.log_context import bind_request_id, unbind_request_id
 from keys.request_ids import request_id
 from proxy import access_log, checks, gate, gateway, invalidation, outbound, report, views
-from proxy.gateway import ENCODED_SEPARATOR, Scope, Send
+from proxy.gateway import ENCODED_SEPARATOR, VISIBLE_ASCII, Scope, Send
 from proxy.policy import KeyPolicy, PolicyUnavailable, UpstreamPolicy
 from proxy.ratelimit import limiter
 from proxy.request import Receive, facts_of, forwarded_headers
@@ -78,9 +78,13 @@ _NO_BODY = io.BytesIO(b"")
 
 
 def _http_scope(scope: Scope) -> Scope:
-    """The handshake as the HTTP GET it is, for the helpers the relay shares with HTTP calls."""
+    """The handshake as the HTTP GET it is, for the helpers the relay shares with HTTP calls (its query
+    percent-encoded when it holds bytes no upstream should see raw, as proxy/gateway.py does)."""
     scheme = "https" if scope.get("scheme") == "wss" else "http"
-    return {**scope, "type": "http", "method": "GET", "scheme": scheme}
+    query = bytes(scope.get("query_string", b""))
+    if query and not VISIBLE_ASCII.fullmatch(query):
+        query = quote_from_bytes(query, safe=outbound.QUERY_SAFE).encode()
+    return {**scope, "type": "http", "method": "GET", "scheme": scheme, "query_string": query}
 
 
 def offered_token(subprotocols: list[str]) -> tuple[str | None, list[str]]:
