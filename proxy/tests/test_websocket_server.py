@@ -369,3 +369,21 @@ def test_an_idle_socket_is_closed(transactional_db, make_key):
 def test_a_websocket_on_a_site_path_is_404(server):
     status, body = refused(server.replace("http://", "ws://") + "/portal/keys")
     assert (status, body["error"]["code"]) == (404, "not_found")
+
+
+def test_an_upstream_that_answers_no_ping_is_closed_with_1014(transactional_db, tenant):
+    with WsUpstream(answers_pings=False) as hung:
+        upstream = services.upstream_create(
+            tenant=None,
+            slug="hung",
+            base_url=hung.url,
+            allow_private_network=True,
+            actor="test",
+            actor_is_staff=True,
+        )
+        key, _ = services.api_key_create(tenant=tenant, name="ws", upstreams=[upstream], actor="test")
+        with serve(PROXY_WS_PING_SECONDS="1") as served:
+            with connect(ws_url(served, "hung", key.key_id), open_timeout=5) as ws:
+                assert call(ws, "eth_blockNumber")["result"] == BLOCK_NUMBER
+                code, reason, waited = closed_by_server(ws)
+    assert (code, reason) == (1014, "upstream_timeout") and waited < 4

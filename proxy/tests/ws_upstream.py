@@ -26,8 +26,11 @@ class WsUpstream:
     sends a notification every `notify_every` seconds; test_close closes with params [code, reason];
     anything else answers its method name as the result."""
 
-    def __init__(self, *, notify_every: float = 0.2, subprotocols: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, *, notify_every: float = 0.2, subprotocols: tuple[str, ...] = (), answers_pings: bool = True
+    ) -> None:
         self.seen = Seen()
+        self.answers_pings = answers_pings  # False: a hung peer, which never pongs
         self.notify_every = notify_every
         self.subprotocols = subprotocols
         self._loop = asyncio.new_event_loop()
@@ -68,10 +71,12 @@ class WsUpstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.seen.handshakes.append(dict(request.headers))
         self.seen.paths.append(request.path_qs)
-        ws = web.WebSocketResponse(protocols=self.subprotocols)
+        ws = web.WebSocketResponse(protocols=self.subprotocols, autoping=self.answers_pings)
         await ws.prepare(request)
         tasks: list[asyncio.Task] = []
         async for message in ws:
+            if message.type in (WSMsgType.PING, WSMsgType.PONG):
+                continue  # only seen with autoping off: left unanswered
             if message.type != WSMsgType.TEXT:
                 await ws.send_bytes(message.data)
                 continue
