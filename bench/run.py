@@ -246,7 +246,7 @@ def start_nginx(procs: Processes, nginx: str, tmp: Path, name: str, conf: Path, 
     return proc.pid
 
 
-def product_env(args) -> dict[str, str]:
+def product_env(args, database_url: str | None = None) -> dict[str, str]:
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -255,7 +255,7 @@ def product_env(args) -> dict[str, str]:
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DJANGO_SECURE": "0",
         "LOG_LEVEL": "WARNING",
-        "DATABASE_URL": args.database_url,
+        "DATABASE_URL": database_url or args.database_url,
         "REDIS_URL": args.redis_url,
     }
 
@@ -301,15 +301,18 @@ class Servers:
         self.started = 0
         self.readiness_answers = 0  # 200s the product served to wait_until_serving
 
-    def start(self, kind: str, threads: int) -> Server:
+    def start(self, kind: str, threads: int, baseline: "Baseline | None" = None) -> Server:
+        """`kind` "product" (the working tree's, or `baseline`'s) or "revproxy", at `threads`."""
         port = free_port()
         self.started += 1
-        name = f"granian-{kind}-{threads}threads-{self.started}"
+        name = f"granian-{kind}-{threads}threads-{self.started}{'-baseline' if baseline else ''}"
+        key_id = baseline.key_id if baseline else self.key_id
         if kind == "product":
             # The production entry point, as users start it (granian underneath, same options).
-            argv, cwd = [str(ROOT / "bin" / "serve")], ROOT
+            root = baseline.root if baseline else ROOT
+            argv, cwd = [str(root / "bin" / "serve")], root
             env = {
-                **product_env(self.args),
+                **product_env(self.args, baseline.database_url if baseline else None),
                 "PY": sys.executable,
                 "HOST": "127.0.0.1",
                 "PORT": str(port),
@@ -321,9 +324,9 @@ class Servers:
             app, env, cwd = "revproxy_site.wsgi:application", revproxy_env(self.upstream_port), BENCH
             argv = granian_argv(self.tools["granian"], app, port, self.args.workers, threads)
         proc = self.procs.start(name, argv, env=env, cwd=cwd)
-        server = Server(kind, threads, port, proc, name, self.key_id)
+        server = Server(kind, threads, port, proc, name, key_id)
         wait_until_serving(self.procs, name, proc, server.url())
-        self.readiness_answers += kind == "product"
+        self.readiness_answers += kind == "product" and baseline is None
         return server
 
 
@@ -338,20 +341,22 @@ with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 """
 
-# "flush" empties the bench's Redis database; "usage" sums the product's usage counters by outcome.
-REDIS = """
-import json, sys, redis
-client = redis.Redis.from_url(sys.argv[1], socket_connect_timeout=3)
+# Empties the bench's Redis database.
+REDIS_FLUSH = """
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=3).flushdb()
+"""
+
+# The product's usage records (each process writes its counts there every second), by outcome.
+USAGE = """
+import json
+from django.db.models import Sum
+from keys.models import UsageRecord
 counts = {}
-if sys.argv[2] == "flush":
-    client.flushdb()
-else:
-    for name in client.scan_iter("usage:*"):
-        for field, value in client.hgetall(name).items():
-            key_id, outcome, code = field.decode().split("|", 3)[:3]  # a 4th part: what was refused
-            label = outcome + (":" + code if code else "")
-            counts[label] = counts.get(label, 0) + int(value)
-print(json.dumps(counts))
+for row in UsageRecord.objects.values("outcome", "code").annotate(n=Sum("count")):
+    label = row["outcome"] + (":" + row["code"] if row["code"] else "")
+    counts[label] = counts.get(label, 0) + row["n"]
+print("USAGE " + json.dumps(counts))
 """
 
 CREATE_KEY = f"""
@@ -370,31 +375,42 @@ print(json.dumps({{"key_id": key.key_id}}))
 """
 
 
-def run_python(tools, *argv: str, env=None, what: str, timeout: float = 300) -> str:
+def run_python(tools, *argv: str, env=None, what: str, timeout: float = 300, cwd=ROOT) -> str:
     done = subprocess.run(
-        [tools["python"], *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [tools["python"], *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
     if done.returncode != 0:
         raise BenchError(f"{what} failed:\n{tail(done.stderr or done.stdout, 4)}")
     return done.stdout
 
 
-def redis_call(tools, args, action: str) -> dict[str, int]:
-    hint = f"Redis at {args.redis_url} ({action}) — is it running (redis-cli ping)?"
-    return json.loads(run_python(tools, "-c", REDIS, args.redis_url, action, what=hint, timeout=30))
+def redis_flush(tools, args) -> None:
+    hint = f"Redis at {args.redis_url} (flush) — is it running (redis-cli ping)?"
+    run_python(tools, "-c", REDIS_FLUSH, args.redis_url, what=hint, timeout=30)
 
 
-def prepare_data(tools, args, upstream_port: int) -> str:
-    """A fresh database with the tenant, the upstream and the bench's key; returns the key id."""
-    parts = urlsplit(args.database_url)
+def usage_counts(tools, args) -> dict[str, int]:
+    """What the working tree's product recorded, by outcome (and code)."""
+    env = product_env(args)
+    output = run_python(tools, "manage.py", "shell", "--no-imports", "-c", USAGE, env=env, what="usage")
+    for line in reversed(output.splitlines()):
+        if line.startswith("USAGE "):
+            return json.loads(line.removeprefix("USAGE "))
+    raise BenchError(f"reading the usage records printed nothing:\n{tail(output)}")
+
+
+def prepare_data(tools, args, upstream_port: int, root: Path = ROOT, database_url: str = "") -> str:
+    """A fresh database with the tenant, the upstream and the bench's key, made by the product in
+    `root`; returns the key id."""
+    parts = urlsplit(database_url or args.database_url)
     database, admin_url = parts.path.lstrip("/"), parts._replace(path="/postgres").geturl()
     hint = f"(re)creating database {database!r} at {admin_url} — is PostgreSQL running (pg_isready)?"
     run_python(tools, "-c", RESET_DATABASE, admin_url, database, what=hint, timeout=60)
-    redis_call(tools, args, "flush")
-    env = product_env(args)
+    env = product_env(args, database_url or None)
 
     def manage(*argv: str) -> str:
-        return run_python(tools, "manage.py", *argv, env=env, what=f"manage.py {' '.join(argv[:2])}")
+        what = f"manage.py {' '.join(argv[:2])}"
+        return run_python(tools, "manage.py", *argv, env=env, what=what, cwd=root)
 
     manage("migrate", "--no-input", "-v", "0")
     manage("create_tenant", TENANT, "--owner", "bench@bench.example")
@@ -404,6 +420,40 @@ def prepare_data(tools, args, upstream_port: int) -> str:
         if line.startswith("{"):
             return json.loads(line)["key_id"]
     raise BenchError(f"creating the key printed no JSON:\n{tail(output)}")
+
+
+@dataclass
+class Baseline:
+    """The product at another git revision, in a worktree of its own with a database of its own."""
+
+    revision: str
+    root: Path
+    database_url: str
+    key_id: str = ""
+
+
+def prepare_baseline(tools, args, tmp: Path, upstream_port: int, cleanups: list) -> Baseline:
+    parts = urlsplit(args.database_url)
+    database_url = parts._replace(path=parts.path + "_baseline").geturl()
+    root = tmp / "baseline"
+    added = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(root), args.baseline],
+        capture_output=True,
+        text=True,
+    )
+    if added.returncode != 0:
+        raise BenchError(f"--baseline {args.baseline}: git worktree add failed:\n{tail(added.stderr)}")
+    cleanups.append(
+        lambda: subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(root)], capture_output=True
+        )
+    )
+    if not (root / "bin" / "serve").exists():
+        raise BenchError(f"--baseline {args.baseline}: that revision has no bin/serve to start")
+    (root / ".venv").symlink_to(Path(tools["python"]).parent.parent)  # the same packages
+    baseline = Baseline(args.baseline, root, database_url)
+    baseline.key_id = prepare_data(tools, args, upstream_port, root, database_url)
+    return baseline
 
 
 # --- wrk -------------------------------------------------------------------------------------------
@@ -467,6 +517,7 @@ class Load:
         self.procs, self.wrk, self.threads = procs, wrk, threads
         self.problems: list[str] = []
         self.product_completed = 0  # answers wrk received from the product (it may have served more)
+        self.not_counted: set[str] = set()  # URLs of a product whose usage is not checked (a baseline)
         self.restarts = 0
 
     def _spread(self, server_pid: int | None, port: int, connections: int, wrk) -> list[int] | None:
@@ -487,7 +538,7 @@ class Load:
         threads = 1 if single else min(self.threads, connections)
         argv = [self.wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
         argv += ["--timeout", "10s", "-H", f"Origin: {ORIGIN}", url]
-        product = "/proxy/" in url
+        product = "/proxy/" in url and url not in self.not_counted
         for attempt in range(MAX_STARTS):
             proc = self.procs.start("wrk", argv, capture=True)
             try:
@@ -769,6 +820,12 @@ def parse_args(argv=None):
         "--keep-logs", action="store_true", help="keep the servers' logs (the path is printed)"
     )
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure the product at this git revision (a worktree of its own, database "
+        "<database>_baseline), in the same rounds, and print the working tree's ratio to it",
+    )
+    parser.add_argument(
         "--websocket",
         action="store_true",
         help="the WebSocket scenario instead (bench/ws_bench.py): many open sockets, a call a second each",
@@ -800,13 +857,14 @@ def main(argv=None) -> int:
     (tmp / "logs").mkdir()
     procs = Processes(tmp / "logs")
     tools: dict[str, str] = {}
+    cleanups: list = []  # what to undo at the end besides the processes (a baseline's worktree)
     try:
         tools = find_tools()
         if args.websocket:
             from ws_bench import websocket_benchmark  # bench/ is this script's folder
 
             return websocket_benchmark(args, tools, procs)
-        return benchmark(args, tools, procs, tmp)
+        return benchmark(args, tools, procs, tmp, cleanups)
     except BenchError as exc:
         print(f"\nbench: {exc}", file=sys.stderr)
         return 2
@@ -820,9 +878,12 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop_all()
+        for cleanup in cleanups:
+            with contextlib.suppress(Exception):
+                cleanup()
         if tools:
             with contextlib.suppress(Exception):
-                redis_call(tools, args, "flush")
+                redis_flush(tools, args)
         if args.keep_logs:
             kept = Path(tempfile.mkdtemp(prefix="keyportal-bench-logs-"))
             shutil.copytree(tmp / "logs", kept, dirs_exist_ok=True)
@@ -830,7 +891,7 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
+def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path, cleanups: list) -> int:
     cores = os.cpu_count() or 0
     print("keyportal proxy benchmark: everything on loopback (127.0.0.1)")
     print(
@@ -873,7 +934,12 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
 
     # 3. The product's data: a fresh database, a tenant, the upstream and the key.
     print("Seeding the product's database ...", flush=True)
+    redis_flush(tools, args)
     key_id = prepare_data(tools, args, upstream_port)
+    baseline = None
+    if args.baseline:
+        print(f"Seeding the database of the product at {args.baseline} ...", flush=True)
+        baseline = prepare_baseline(tools, args, tmp, upstream_port, cleanups)
     servers = Servers(procs, args, tools, upstream_port, key_id)
     load = Load(procs, tools["wrk"], args.threads)
 
@@ -883,7 +949,8 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
     best = {kind: max(runs, key=lambda n, runs=runs: runs[n].rps) for kind, runs in swept.items()}
     # The sweep's servers are gone: whatever usage they had counted but not flushed is lost by now.
     sweep_served = load.product_completed + servers.readiness_answers
-    sweep_counted = redis_call(tools, args, "usage").get("allowed", 0)
+    time.sleep(1.5)  # what a flush of the stopped servers' last second may still be writing
+    sweep_counted = usage_counts(tools, args).get("allowed", 0)
     product = servers.start("product", best["product"])
     revproxy = servers.start("revproxy", best["revproxy"])
     names = {
@@ -899,6 +966,11 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
         names["product"]: product.url(),
     }
     pids = dict(zip(targets, [None, nginx_pid, revproxy.proc.pid, product.proc.pid], strict=True))
+    if baseline is not None:
+        before = servers.start("product", best["product"], baseline)
+        names["baseline"] = f"product at {baseline.revision}"
+        targets[names["baseline"]], pids[names["baseline"]] = before.url(), before.proc.pid
+        load.not_counted.add(before.url())
     problems, checks_ok = check_answers(targets, product)
     for label, url in targets.items():  # every pool and cache warm before anything counts
         load.run(f"{label} warm-up", url, connections=args.connections, seconds=1, server_pid=pids[label])
@@ -916,7 +988,7 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
     more_problems, more_ok = check_answers(targets, product)
     problems += more_problems
     time.sleep(2.5)  # two usage flushes of the running product
-    usage = redis_call(tools, args, "usage")
+    usage = usage_counts(tools, args)
 
     # --- the report ---
     throughput = {label: summarize(runs) for label, runs in loaded.items()}
@@ -996,6 +1068,15 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
             for label, s in latency.items()
         ],
     )
+    if baseline is not None:
+        now, before = throughput[names["product"]], throughput[names["baseline"]]
+        now_1, before_1 = latency[names["product"]], latency[names["baseline"]]
+        print(
+            f"\nThe working tree's product against the product at {baseline.revision}, same rounds: "
+            f"{now['rps']:.0f} / {before['rps']:.0f} req/s = {now['rps'] / before['rps']:.3f}x "
+            f"({(now['rps'] / before['rps'] - 1) * 100:+.1f} %); p50 at 1 connection "
+            f"{now_1['p50'] * 1000:.0f} us against {before_1['p50'] * 1000:.0f} us"
+        )
     print(
         f"\nMemory: {BIG_MIB} MiB answer streamed through each Django proxy (one request at a time); granian "
         "workers' RSS in MiB\n(RSS = VmRSS now, peak = VmHWM since the worker started, during = highest RSS "
@@ -1042,7 +1123,7 @@ def benchmark(args, tools: dict[str, str], procs: Processes, tmp: Path) -> int:
     running_served += sum(len(s.speeds) for s in memory[0].streams if s.status == 200)
     running_counted = usage.get("allowed", 0) - sweep_counted
     print(
-        f"\nUsage counting (Redis, by outcome): {json.dumps(usage, sort_keys=True)}\n"
+        f"\nUsage counting (the usage records, by outcome): {json.dumps(usage, sort_keys=True)}\n"
         f"  running product: counted {running_counted} allowed of {running_served} served "
         "(a few hundred more is normal: the\n  requests wrk sent but did not wait for as it stopped or was "
         "restarted)\n  sweep's servers, stopped with SIGTERM before this count: counted "

@@ -5,7 +5,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from config import granian_signals
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+granian_signals.install()  # before granian sets this worker's signal handlers
 
 site = get_asgi_application()  # sets Django up; the proxy's modules need it
 

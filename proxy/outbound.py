@@ -9,7 +9,6 @@ client connects to that address while sending the upstream's host name (Host, SN
 import asyncio
 import base64
 import functools
-import ipaddress
 import re
 import ssl
 import time
@@ -241,20 +240,21 @@ def _believable_length(text: str) -> bool:
 
 
 class RawFields:
-    """An answer's header lines as received (aiohttp's raw_headers), read through FieldLines."""
+    """An answer's header lines as received (aiohttp's raw_headers), read through FieldLines. Names
+    are lowered once here: every lookup of the relay is then a plain comparison."""
 
-    __slots__ = ("lines",)
+    __slots__ = ("lines", "_lowered")
 
     def __init__(self, raw: tuple[tuple[bytes, bytes], ...]) -> None:
         self.lines = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+        self._lowered = [name.lower() for name, _ in self.lines]
 
     def __contains__(self, name: object, /) -> bool:
-        wanted = str(name).lower()
-        return any(line[0].lower() == wanted for line in self.lines)
+        return str(name).lower() in self._lowered
 
     def getlist(self, name: str, /) -> list[str]:
         wanted = name.lower()
-        return [value for line_name, value in self.lines if line_name.lower() == wanted]
+        return [line[1] for line, lowered in zip(self.lines, self._lowered, strict=True) if lowered == wanted]
 
     def iteritems(self) -> Iterator[tuple[str, str]]:
         return iter(self.lines)
@@ -276,18 +276,13 @@ def answer_problem(status: int, headers: FieldLines) -> Rejection | None:
 class Answer:
     """The upstream's answer: status and header lines read, the body not yet."""
 
-    __slots__ = ("response", "status", "fields")
+    __slots__ = ("response", "status", "fields", "length")
 
     def __init__(self, response: aiohttp.ClientResponse, fields: RawFields) -> None:
         self.response, self.status, self.fields = response, response.status, fields
-
-    @property
-    def length(self) -> int | None:
-        """The body's length when the upstream said it (not chunked)."""
-        if "transfer-encoding" in self.fields:
-            return None
-        lengths = self.fields.getlist("content-length")
-        return int(lengths[0].strip()) if lengths else None
+        # The body's length when the upstream said it (not chunked); answer_problem vouched for it.
+        lengths = None if "transfer-encoding" in fields else fields.getlist("content-length")
+        self.length: int | None = int(lengths[0].strip()) if lengths else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it comes; an answer cut short raises (aiohttp.ClientError), so the caller can
@@ -407,10 +402,7 @@ class Client:
 
 
 def _is_ipv6(address: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address)
-    except ValueError:
-        return False
+    return ":" in address  # an address the resolver gave, or a host name (never has one)
 
 
 async def read_small_body(answer: Answer) -> bytes | Rejection:

@@ -46,15 +46,26 @@ def _free_port() -> int:
 
 
 class Served(str):
-    """The server's base URL, which also knows the server's pid."""
+    """The server's base URL, which also knows the server's process."""
 
     pid: int
     log: "tempfile._TemporaryFileWrapper | None" = None  # what the server wrote to stderr
+    process: "subprocess.Popen | None" = None
 
-    def __new__(cls, url: str, pid: int, log=None) -> "Served":
+    def __new__(cls, url: str, pid: int, log=None, process=None) -> "Served":
         served = super().__new__(cls, url)
-        served.pid, served.log = pid, log
+        served.pid, served.log, served.process = pid, log, process
         return served
+
+    def stopped(self, timeout: float) -> float:
+        """Seconds until the server (stopped by the caller) exited; fails the test past `timeout`."""
+        assert self.process is not None
+        started = time.monotonic()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the server was still running {timeout:g} s after it was told to stop")
+        return time.monotonic() - started
 
 
 @pytest.fixture
@@ -107,9 +118,10 @@ def serve(**env_overrides: str):
         log.seek(0)
         pytest.fail("granian did not start: " + log.read().decode()[-2000:])
     try:
-        yield Served(url, process.pid, log)
+        yield Served(url, process.pid, log, process)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:  # still running: the test did not stop it itself
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
