@@ -15,6 +15,7 @@ Redis the count is this process's. When Redis fails the cap fails open, as the r
 """
 
 import asyncio
+import contextvars
 import dataclasses
 import json
 import logging
@@ -146,7 +147,9 @@ class Registry:
         self._by_key.setdefault(socket.key_id, set()).add(socket)
         open_sockets.inc()
         if self._watchdog is None or self._watchdog.done():
-            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+            # A context of its own: not the handshake's that started it (its request id, its access line).
+            watch = self._watch()
+            self._watchdog = asyncio.get_running_loop().create_task(watch, context=contextvars.Context())
         return True
 
     def remove(self, socket: OpenSocket) -> None:
