@@ -46,7 +46,7 @@ from proxy.ratelimit import limiter
 from proxy.request import Receive, facts_of, forwarded_headers
 from proxy.responses import answer_headers, refuse
 from proxy.usage import ALLOWED, REJECTED, UPSTREAM_ERROR, usage
-from proxy.websocket_registry import OpenSocket, registry
+from proxy.websocket_registry import OpenSocket, messages_allowed, messages_rejected, registry
 
 logger = logging.getLogger(__name__)
 
@@ -439,6 +439,7 @@ async def _from_client(
         rejection = message_refusal(socket.key, data, time.time())
         if rejection is not None:
             usage.count(socket.key_id, REJECTED, rejection.code, rejection.detail)
+            messages_rejected.inc()
             await send(
                 {"type": "websocket.send", "text": rpc_error_reply(data, rejection, socket.request_id)}
             )
@@ -448,6 +449,7 @@ async def _from_client(
         else:
             await upstream.send_bytes(data)
         usage.count(socket.key_id, ALLOWED)
+        messages_allowed.inc()
 
 
 async def _from_upstream(socket: OpenSocket, upstream: aiohttp.ClientWebSocketResponse, send: Send) -> str:

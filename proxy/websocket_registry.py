@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.http import HttpResponse
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from proxy import checks, gate, gateway, metrics
 from proxy.policy import KeyPolicy
@@ -53,6 +53,13 @@ def close_code_for(status: int) -> int:
 
 
 open_sockets = Gauge("proxy_websockets_open", "WebSocket sockets relayed now.", multiprocess_mode="livesum")
+messages = Counter(
+    "proxy_websocket_messages",
+    "WebSocket messages from clients, by outcome (allowed, rejected).",
+    ["outcome"],
+)
+# Bound once: the relay counts every message.
+messages_allowed, messages_rejected = messages.labels("allowed"), messages.labels("rejected")
 
 
 class OpenSocket:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import urllib3
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -273,14 +274,16 @@ def test_usage_counts_every_message_by_outcome_and_reason(server, make_key):
             assert call(ws, "eth_blockNumber", n)["result"] == BLOCK_NUMBER
         for n in range(3):
             assert "error" in call(ws, "eth_getLogs", 100 + n)
-    expected = Counter(
-        {("allowed", ""): 8, ("rejected", "rpc_method_not_allowed"): 3}
-    )  # 8: the handshake too
+    # 8 allowed: the 7 calls and the handshake.
+    expected = Counter({("allowed", ""): 8, ("rejected", "rpc_method_not_allowed"): 3})
     for _ in range(50):  # the workers flush every second
         if usage_of(key) == expected:
             break
         time.sleep(0.2)
     assert usage_of(key) == expected
+    metrics = urllib3.PoolManager().request("GET", f"{server}/metrics").data.decode()
+    assert 'proxy_websocket_messages_total{outcome="allowed"} 7.0' in metrics
+    assert 'proxy_websocket_messages_total{outcome="rejected"} 3.0' in metrics
 
 
 def test_the_upstreams_close_code_and_reason_reach_the_client(server, make_key):
