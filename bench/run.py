@@ -482,7 +482,7 @@ def _ms(text: str) -> float:
 
 
 def parse_wrk(output: str) -> Run:
-    percentiles = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE)}
+    percentiles = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE)}
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
     total = re.search(r"^\s+(\d+) requests in", output, re.MULTILINE)
     if not (rps and total and 50 in percentiles and 99 in percentiles):

@@ -54,7 +54,7 @@ REQUEST_DROPPED = HOP_BY_HOP | {
 }
 RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie", "x-request-id"}
 PATH_UNSAFE = re.compile(r"%(2e|2f|5c|00|25)|[\x00-\x1f\x7f\\]", re.IGNORECASE)
-CHUNK_SIZE = 64 * 1024
+CHUNK_SIZE = 64 * 1024  # the most of a streamed answer handed to the server at once (its queue holds 4)
 # Answers up to this size (by their Content-Length) are read whole and written in one go; larger or
 # unknown-length answers are streamed.
 SMALL_ANSWER_BYTES = 64 * 1024
@@ -287,7 +287,7 @@ class Answer:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it comes; an answer cut short raises (aiohttp.ClientError), so the caller can
         cut its own answer too rather than end it as if complete."""
-        while chunk := await self.response.content.readany():
+        while chunk := await self.response.content.read(CHUNK_SIZE):
             yield chunk
 
     def release(self) -> None:
