@@ -1,6 +1,7 @@
 """Benchmark of the product's proxy against nginx, django-revproxy and a direct call, all on loopback.
 
     .venv/bin/python bench/run.py [--duration S] [--rounds N] [--connections C] [--quick]
+    .venv/bin/python bench/run.py --websocket [--ws-sockets N] [--duration S]   (bench/ws_bench.py)
 
 Starts a fast upstream (nginx `return 200` with a 200-byte JSON body), nginx `proxy_pass` to it, the
 product's proxy and django-revproxy (each under granian, WSGI), measures each and a direct call with
@@ -824,6 +825,12 @@ def parse_args(argv=None):
         help="also measure the product at this git revision (a worktree of its own, database "
         "<database>_baseline), in the same rounds, and print the working tree's ratio to it",
     )
+    parser.add_argument(
+        "--websocket",
+        action="store_true",
+        help="the WebSocket scenario instead (bench/ws_bench.py): many open sockets, a call a second each",
+    )
+    parser.add_argument("--ws-sockets", type=int, default=2000, help="open sockets of --websocket (2000)")
     args = parser.parse_args(argv)
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -853,6 +860,10 @@ def main(argv=None) -> int:
     cleanups: list = []  # what to undo at the end besides the processes (a baseline's worktree)
     try:
         tools = find_tools()
+        if args.websocket:
+            from ws_bench import websocket_benchmark  # bench/ is this script's folder
+
+            return websocket_benchmark(args, tools, procs)
         return benchmark(args, tools, procs, tmp, cleanups)
     except BenchError as exc:
         print(f"\nbench: {exc}", file=sys.stderr)

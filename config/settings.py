@@ -349,6 +349,20 @@ PROXY_DNS_CACHE_SECONDS = float(os.environ.get("PROXY_DNS_CACHE_SECONDS", "30"))
 PROXY_RATE_LEASE_MAX = int(os.environ.get("PROXY_RATE_LEASE_MAX", "256"))
 # Seconds between flushes of usage counters to Redis (0: no flusher thread; tests flush by hand).
 PROXY_USAGE_FLUSH_SECONDS = float(os.environ.get("PROXY_USAGE_FLUSH_SECONDS", "1.0"))
+# WebSocket relay (proxy/websocket.py). Largest client message relayed upstream, in bytes; a larger one
+# gets a JSON-RPC error reply and never reaches the upstream.
+PROXY_WS_MAX_MESSAGE_BYTES = int(os.environ.get("PROXY_WS_MAX_MESSAGE_BYTES", str(1024 * 1024)))
+# Most WebSocket connections open at once per key, across every process sharing Redis; past it the
+# handshake answers 429 too_many_connections.
+PROXY_WS_MAX_CONNECTIONS_PER_KEY = int(os.environ.get("PROXY_WS_MAX_CONNECTIONS_PER_KEY", "1000"))
+# Seconds a socket may pass with no message either way before the proxy closes it (4408 idle_timeout).
+PROXY_WS_IDLE_SECONDS = float(os.environ.get("PROXY_WS_IDLE_SECONDS", "300"))
+# Seconds between the proxy's pings to the upstream; no pong within half of it closes the socket
+# (1014 upstream_timeout). 0: no pings.
+PROXY_WS_PING_SECONDS = float(os.environ.get("PROXY_WS_PING_SECONDS", "20"))
+# Seconds between re-checks of every open socket's key, token and allowlists (a revoked, expired or
+# suspended key's sockets close within this plus the policy cache's one second at most).
+PROXY_WS_RECHECK_SECONDS = float(os.environ.get("PROXY_WS_RECHECK_SECONDS", "0.25"))
 # Access-Control-Max-Age of preflight answers, in seconds.
 PROXY_CORS_MAX_AGE = int(os.environ.get("PROXY_CORS_MAX_AGE", "600"))
 # Load balancers whose X-Forwarded-For is believed (CIDRs, comma-separated); none by default.

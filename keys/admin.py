@@ -251,6 +251,7 @@ class UpstreamAdminForm(forms.ModelForm[Upstream]):
             "slug",
             "name",
             "base_url",
+            "websocket_url",
             "auth_type",
             "auth_name",
             "auth_value",

@@ -23,6 +23,7 @@ ERROR_STATUS = {
     "invalid_rpc_request": 400,
     "rate_limited": 429,
     "quota_exceeded": 429,
+    "too_many_connections": 429,  # a WebSocket handshake past the key's cap of open sockets
     "invalid_path": 400,
     "payload_too_large": 413,
     "request_timeout": 408,

@@ -192,6 +192,13 @@ class Upstream(models.Model):
         max_length=2000,
         validators=[validators.clean_upstream_url],  # type: ignore[list-item]
     )
+    websocket_url = models.CharField(
+        "WebSocket URL",
+        max_length=2000,
+        blank=True,
+        validators=[validators.clean_upstream_websocket_url],  # type: ignore[list-item]
+        help_text="ws or wss. Empty: the base URL with ws:// or wss:// (for an http or https one).",
+    )
     auth_type = models.CharField(max_length=10, choices=AuthType.choices, default=AuthType.NONE)
     auth_name = models.CharField(
         max_length=200,

@@ -228,8 +228,20 @@ def resolve_host(host: str) -> list[str]:
 
 def clean_upstream_url(value: str) -> str:
     """An upstream base URL: http or https, a host, no user info, query or fragment."""
+    return _clean_url(value, ("http", "https"), "base URL")
+
+
+def clean_upstream_websocket_url(value: str) -> str:
+    """An upstream's own WebSocket URL, when it differs from its base URL's (Infura's `/ws/v3/`): ws or
+    wss, a host, no user info, query or fragment. Empty: derived from the base URL."""
+    if isinstance(value, str) and not value.strip():
+        return ""
+    return _clean_url(value, ("ws", "wss"), "WebSocket URL")
+
+
+def _clean_url(value: str, schemes: tuple[str, ...], what: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValidationError("Enter the upstream's base URL.", code="required")
+        raise ValidationError(f"Enter the upstream's {what}.", code="required")
     text = value.strip()
     if any(ch.isspace() or ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):  # C0, DEL, C1
         raise ValidationError(
@@ -240,8 +252,9 @@ def clean_upstream_url(value: str) -> str:
         port = parts.port
     except ValueError as exc:
         raise ValidationError(f"{value!r} is not a valid URL.", code="invalid_url") from exc
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ValidationError("Only http and https upstream URLs are allowed.", code="invalid_scheme")
+    if parts.scheme.lower() not in schemes:
+        allowed = " and ".join(schemes)
+        raise ValidationError(f"Only {allowed} upstream {what}s are allowed.", code="invalid_scheme")
     if not parts.hostname:
         raise ValidationError("The URL has no host.", code="invalid_url")
     if parts.username is not None or parts.password is not None:
@@ -250,7 +263,7 @@ def clean_upstream_url(value: str) -> str:
         )
     if parts.query or parts.fragment or "?" in text or "#" in text:
         raise ValidationError(
-            "The base URL may not have a query or fragment; use auth type 'query' for a key parameter.",
+            f"The {what} may not have a query or fragment; use auth type 'query' for a key parameter.",
             code="invalid_url",
         )
     if port == 0:

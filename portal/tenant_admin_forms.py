@@ -28,6 +28,13 @@ class UpstreamForm(forms.Form):
         help_text="http or https, e.g. https://api.example.com/v1. Public addresses only.",
         widget=forms.TextInput(attrs={"inputmode": "url", "autocomplete": "off", "spellcheck": "false"}),
     )
+    websocket_url = forms.CharField(
+        label="WebSocket URL",
+        max_length=2000,
+        required=False,
+        help_text="ws or wss, only when it is not the base URL with ws:// or wss:// (e.g. wss://mainnet.infura.io/ws/v3).",
+        widget=forms.TextInput(attrs={"inputmode": "url", "autocomplete": "off", "spellcheck": "false"}),
+    )
     auth_type = forms.ChoiceField(
         label="Auth type",
         choices=AuthType.choices,
@@ -75,7 +82,15 @@ class UpstreamForm(forms.Form):
         """The cleaned values by the names upstream_create and upstream_update take (no credential)."""
         return {
             name: self.cleaned_data[name]
-            for name in ("name", "base_url", "auth_type", "auth_name", "timeout_seconds", "is_active")
+            for name in (
+                "name",
+                "base_url",
+                "websocket_url",
+                "auth_type",
+                "auth_name",
+                "timeout_seconds",
+                "is_active",
+            )
         }
 
 
@@ -91,6 +106,7 @@ class UpstreamEditForm(UpstreamForm):
     field_order = [
         "name",
         "base_url",
+        "websocket_url",
         "auth_type",
         "auth_name",
         "auth_value",
@@ -103,6 +119,7 @@ class UpstreamEditForm(UpstreamForm):
         initial = {
             "name": upstream.name,
             "base_url": upstream.base_url,
+            "websocket_url": upstream.websocket_url,
             "auth_type": upstream.auth_type,
             "auth_name": upstream.auth_name,
             "timeout_seconds": upstream.timeout_seconds,

@@ -186,7 +186,9 @@ def _snippet_context(request: HttpRequest, api_key: ApiKey) -> dict[str, object]
     gateway = request.build_absolute_uri("/").rstrip("/")
     upstream = api_key.upstreams.first()
     proxy_url = f"{gateway}/proxy/{upstream.slug}/{api_key.key_id}/" if upstream else ""
-    return {"gateway": gateway, "proxy_url": proxy_url, "now": timezone.now()}
+    # The same URL for a WebSocket: wss:// where the site is https://, ws:// where it is http://.
+    ws_url = "ws" + proxy_url.removeprefix("http") if proxy_url else ""
+    return {"gateway": gateway, "proxy_url": proxy_url, "ws_url": ws_url, "now": timezone.now()}
 
 
 @require_GET

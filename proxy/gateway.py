@@ -282,6 +282,12 @@ def with_async_proxy(site: ASGIApp) -> ASGIApp:
             if route == "wrong_host":
                 await send_answer(views.wrong_host(ASGIRequest(scope, _NO_BODY)), send)
                 return
+        elif kind == "websocket":
+            from proxy import websocket  # the relay of WebSocket handshakes (it imports this module)
+
+            route = hosts.route_for(_host_of(scope), scope.get("path", ""))
+            await websocket.websocket_call(scope, receive, send, route)
+            return
         elif kind == "lifespan":
             await _lifespan(receive, send)
             return

@@ -61,6 +61,7 @@ class UpstreamPolicy:
     auth_value: str
     timeout: float
     allow_private_network: bool
+    websocket_url: str = ""  # the upstream's own ws(s):// URL; empty: derived from the base URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,7 @@ def build_upstream_policy(upstream: Upstream) -> UpstreamPolicy:
         auth_value=crypto.decrypt(upstream.auth_value_encrypted),
         timeout=float(upstream.timeout_seconds),
         allow_private_network=upstream.allow_private_network,
+        websocket_url=upstream.websocket_url,
     )
 
 

@@ -283,6 +283,12 @@ class UpstreamSerializer(ClosedSerializer):
     slug = serializers.CharField(max_length=50)
     name = serializers.CharField(max_length=200, allow_blank=True, required=False)
     base_url = serializers.CharField(max_length=2000)
+    websocket_url = serializers.CharField(
+        max_length=2000,
+        allow_blank=True,
+        required=False,
+        help_text="ws or wss; empty: the base URL with ws:// or wss://.",
+    )
     auth = UpstreamAuthSerializer(source="*", required=False)
     timeout_seconds = StrictIntegerField(min_value=1, max_value=600, required=False)
     is_active = serializers.BooleanField(required=False)

@@ -11,7 +11,15 @@ from keys.services.audit import Actor, audit_record
 from keys.services.tenants import tenant_check_limit
 from keys.services.updates import model_update
 
-UPSTREAM_FIELDS = ("name", "base_url", "auth_type", "auth_name", "timeout_seconds", "is_active")
+UPSTREAM_FIELDS = (
+    "name",
+    "base_url",
+    "websocket_url",
+    "auth_type",
+    "auth_name",
+    "timeout_seconds",
+    "is_active",
+)
 
 
 def _upstream_check_auth(upstream: Upstream, auth_value: str | None) -> None:
@@ -62,12 +70,15 @@ def upstream_validate(
         )
     upstream.full_clean()
     upstream.base_url = validators.clean_upstream_url(upstream.base_url)
+    upstream.websocket_url = validators.clean_upstream_websocket_url(upstream.websocket_url)
     _upstream_check_auth(upstream, auth_value)
     if not upstream.allow_private_network:
-        try:
-            validators.check_public_destination(upstream.base_url, resolve=resolve)
-        except ValidationError as exc:
-            raise ValidationError({"base_url": exc.messages}) from exc
+        for field in ("base_url", "websocket_url"):
+            if url := getattr(upstream, field):
+                try:
+                    validators.check_public_destination(url, resolve=resolve)
+                except ValidationError as exc:
+                    raise ValidationError({field: exc.messages}) from exc
 
 
 def _upstream_set_credential(upstream: Upstream, auth_value: str | None) -> None:
@@ -85,6 +96,7 @@ def upstream_create(
     slug: str,
     base_url: str,
     name: str = "",
+    websocket_url: str = "",
     auth_type: str = AuthType.NONE,
     auth_name: str = "",
     auth_value: str = "",
@@ -110,6 +122,7 @@ def upstream_create(
         slug=slug,
         name=name or slug,
         base_url=base_url,
+        websocket_url=websocket_url,
         auth_type=auth_type,
         auth_name=auth_name,
         timeout_seconds=timeout_seconds,
@@ -150,11 +163,11 @@ def upstream_update(
         raise ValidationError({name: ["This field cannot be changed."] for name in unknown})
     data = dict(fields)
     private = upstream.allow_private_network
-    if (
-        private
-        and not actor_is_staff
-        and _destination(str(data.get("base_url", upstream.base_url))) != (_destination(upstream.base_url))
-    ):
+    moved = any(
+        _destination(str(data.get(field, getattr(upstream, field)))) != _destination(getattr(upstream, field))
+        for field in ("base_url", "websocket_url")
+    )
+    if private and not actor_is_staff and moved:
         # Staff allowed that one private host, not any: a tenant who moves the upstream elsewhere
         # loses the permission, so the new destination must be public like any other.
         private = data["allow_private_network"] = False

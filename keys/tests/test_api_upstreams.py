@@ -29,6 +29,7 @@ def test_create_answers_201_with_design_fields_and_never_the_credential(api, ten
         "slug": "rpc",
         "name": "RPC",
         "base_url": PUBLIC_URL,
+        "websocket_url": "",
         "auth": {"type": "header", "name": "X-Api-Key"},
         "timeout_seconds": 30,
         "is_active": True,
@@ -223,3 +224,25 @@ def test_a_stored_query_credential_cannot_move_into_a_header_it_would_break(api)
 )
 def test_ordinary_credentials_are_still_accepted(api, auth):
     assert create(api, auth=auth).status_code == 201
+
+
+def test_an_upstream_may_name_its_own_websocket_url(api):
+    response = create(api, websocket_url="wss://8.8.8.8/ws/v3/")
+    assert response.status_code == 201, response.content
+    assert response.json()["websocket_url"] == "wss://8.8.8.8/ws/v3"
+
+
+@pytest.mark.parametrize(
+    "websocket_url",
+    [
+        "https://8.8.8.8/ws",
+        "ws://127.0.0.1/",
+        "wss://10.0.0.1/ws",
+        "wss://8.8.8.8/ws?key=1",
+        "wss://u:p@8.8.8.8/",
+    ],
+)
+def test_a_websocket_url_that_is_not_ws_or_not_public_is_400_naming_it(api, websocket_url):
+    response = create(api, websocket_url=websocket_url)
+    assert response.status_code == 400
+    assert "websocket_url" in response.json()["error"]["fields"]

@@ -90,6 +90,7 @@ def test_create_upstream_prints_its_fields_without_the_credential(db):
         "slug": "paid",
         "name": "paid",
         "base_url": "https://8.8.8.8/v1",
+        "websocket_url": "",
         "auth": {"type": "header", "name": "X-Api-Key"},
         "timeout_seconds": 12,
         "is_active": True,

@@ -73,12 +73,17 @@ def test_the_page_offers_every_snippet_and_no_secret(site, echo_key, portal_clie
         "snippet-curl",
         "snippet-fetch",
         "snippet-ethers",
+        "snippet-ethers-ws",
+        "snippet-websocket",
         "snippet-token-python",
         "snippet-token-node",
     }
     proxy_url = f"{site.url}/proxy/echo/{api_key.key_id}/"
     assert proxy_url in snippets["snippet-curl"]
     assert f'new JsonRpcProvider("{proxy_url}")' in snippets["snippet-ethers"]
+    ws_url = f"{site.url.replace('http://', 'ws://')}/proxy/echo/{api_key.key_id}/"
+    assert f'new WebSocketProvider("{ws_url}")' in snippets["snippet-ethers-ws"]
+    assert f'new WebSocket("{ws_url}", ["bearer", accessToken])' in snippets["snippet-websocket"]
     assert all(secret not in text and "sk_" not in text for text in snippets.values())
 
 

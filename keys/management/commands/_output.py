@@ -36,6 +36,7 @@ def upstream_fields(upstream: Upstream) -> dict[str, Any]:
         "slug": upstream.slug,
         "name": upstream.name,
         "base_url": upstream.base_url,
+        "websocket_url": upstream.websocket_url,
         "auth": {"type": upstream.auth_type, "name": upstream.auth_name},
         "timeout_seconds": upstream.timeout_seconds,
         "is_active": upstream.is_active,

@@ -16,6 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", help="The owning tenant's slug; omit for a global upstream.")
         parser.add_argument("--name", default="")
         parser.add_argument(
+            "--websocket-url", default="", help="ws or wss; omit to derive it from the base URL."
+        )
+        parser.add_argument(
             "--allow-private-network", action="store_true", help="Allow loopback and private addresses."
         )
         parser.add_argument("--auth-type", choices=AuthType.values, default=AuthType.NONE)
@@ -35,6 +38,7 @@ class Command(BaseCommand):
                 slug=options["slug"],
                 base_url=options["base_url"],
                 name=options["name"],
+                websocket_url=options["websocket_url"],
                 auth_type=options["auth_type"],
                 auth_name=options["auth_name"],
                 auth_value=options["auth_value"],
