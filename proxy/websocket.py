@@ -255,16 +255,29 @@ def websocket_upstream(upstream: UpstreamPolicy) -> UpstreamPolicy:
 _session: aiohttp.ClientSession | None = None
 
 
+class RedirectRefused(Exception):
+    """The upstream answered the handshake with a redirect: never followed (its target was not checked
+    against the SSRF rule, and would get the upstream's credential)."""
+
+
+async def _refuse_redirect(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
+    raise RedirectRefused
+
+
 def _upstream_session() -> aiohttp.ClientSession:
     """One session per process for upstream sockets: an upgraded connection is never pooled, so nothing
-    is shared between sockets but the TLS configuration (no cap: each socket holds its connection)."""
+    is shared between sockets but the TLS configuration (no cap: each socket holds its connection).
+    aiohttp's ws_connect follows redirects and has no option not to: a trace hook refuses them."""
     global _session
     if _session is None or _session.closed:
+        no_redirects = aiohttp.TraceConfig()
+        no_redirects.on_request_redirect.append(_refuse_redirect)
         _session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ssl=ssl.create_default_context()),
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             trust_env=False,
+            trace_configs=[no_redirects],
         )
     return _session
 
@@ -301,6 +314,8 @@ async def _connect_upstream(
             )
     except TimeoutError:
         return outbound.timeout_rejection(upstream)
+    except RedirectRefused:
+        return checks.reject("upstream_unreachable", "The upstream answered the handshake with a redirect.")
     except ValidationError as exc:
         return checks.reject("upstream_unreachable", f"The upstream cannot be reached: {exc.messages[0]}")
     except aiohttp.WSServerHandshakeError as exc:
@@ -322,7 +337,9 @@ def _message_bytes(data: str | bytes) -> int:
     if isinstance(data, bytes):
         return len(data)
     limit = settings.PROXY_WS_MAX_MESSAGE_BYTES
-    return len(data) if len(data) * 4 <= limit else len(data.encode())
+    if len(data) * 4 <= limit or len(data) > limit:  # surely within, or surely over (chars <= bytes)
+        return len(data)
+    return len(data.encode())
 
 
 def message_refusal(key: KeyPolicy, data: str | bytes, now: float) -> checks.Rejection | None:
@@ -356,9 +373,17 @@ def _ids_of(data: str | bytes) -> tuple[bool, list[Any]]:
     return isinstance(payload, list) and bool(payload), ids
 
 
+# A refused batch longer than this gets one error (id null), not one per call: a 1 MiB batch of a
+# million tiny calls must not make the proxy build and send a million error objects.
+BATCH_REPLIES_MAX = 100
+
+
 def rpc_error_reply(data: str | bytes, rejection: checks.Rejection, request_id: str) -> str:
-    """The JSON-RPC error answer to a refused message: one per call of a batch, each with its id."""
+    """The JSON-RPC error answer to a refused message: one per call of a batch (up to
+    BATCH_REPLIES_MAX calls), each with its id."""
     batch, ids = _ids_of(data) if len(data) <= settings.PROXY_WS_MAX_MESSAGE_BYTES else (False, [None])
+    if len(ids) > BATCH_REPLIES_MAX:
+        batch, ids = False, [None]
     error_data: dict[str, Any] = {"code": rejection.code, "request_id": request_id}
     if rejection.retry_after is not None:
         error_data["retry_after"] = rejection.retry_after

@@ -114,6 +114,8 @@ class SharedClaims:
         pipe = self._client.pipeline(transaction=False)
         for key_id, member in members:
             pipe.zadd(self._name(key_id), {member: until}, xx=True)
+        for key_id in {key_id for key_id, _ in members}:  # the set outlives its last claim's renewal
+            pipe.expire(self._name(key_id), 2 * CLAIM_SECONDS)
         pipe.execute()
 
     def release(self, key_id: str, member: str) -> None:

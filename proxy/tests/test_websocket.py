@@ -84,6 +84,17 @@ def test_a_batch_gets_one_error_per_call_and_what_is_not_json_rpc_gets_id_null(m
         assert answer["id"] == ids
 
 
+def test_a_refused_batch_of_many_calls_gets_one_error_not_one_per_call():
+    # A message of 10,000 tiny calls must not make the proxy build and send 10,000 error objects.
+    message = json.dumps([{"jsonrpc": "2.0", "id": n, "method": "x"} for n in range(10_000)])
+    answer = json.loads(websocket.rpc_error_reply(message, reject("rate_limited", "slow down"), "rid"))
+    assert isinstance(answer, dict) and answer["id"] is None and answer["error"]["code"] == -32005
+    small = json.dumps(
+        [{"jsonrpc": "2.0", "id": n, "method": "x"} for n in range(websocket.BATCH_REPLIES_MAX)]
+    )
+    assert len(json.loads(websocket.rpc_error_reply(small, reject("rate_limited", "no"), "rid"))) == 100
+
+
 def test_message_checks_in_order_size_then_methods():
     key = key_policy(rpc_methods=frozenset({"eth_blockNumber"}))
     with override_settings(PROXY_WS_MAX_MESSAGE_BYTES=60):

@@ -2,7 +2,9 @@
 client socket, and a real JSON-RPC WebSocket upstream on loopback (proxy/tests/ws_upstream.py)."""
 
 import contextlib
+import http.server
 import json
+import threading
 import time
 from collections import Counter
 from datetime import timedelta
@@ -332,6 +334,57 @@ def test_an_upstream_that_refuses_the_handshake_is_502_to_the_client(server, ten
     key, _ = services.api_key_create(tenant=tenant, name="ws", upstreams=[upstream], actor="test")
     status, body = refused(ws_url(server, "closed-port", key.key_id))
     assert (status, body["error"]["code"]) == (502, "upstream_unreachable")
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """An HTTP server that answers every request with a redirect to `location` (when set), else 200,
+    and records the paths it was asked for."""
+
+    location: str | None = None
+    seen: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        type(self).seen.append(self.path)
+        self.send_response(302 if self.location else 200)
+        if self.location:
+            self.send_header("Location", self.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def _recording_server(location: str | None) -> http.server.ThreadingHTTPServer:
+    handler = type("Handler", (_Recorder,), {"location": location, "seen": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def test_an_upstream_that_redirects_the_handshake_is_502_and_the_redirect_never_followed(server, tenant):
+    # The redirect's target was never checked against the SSRF rule (here: some internal service).
+    target = _recording_server(None)
+    redirecting = _recording_server(f"http://127.0.0.1:{target.server_port}/latest/meta-data/")
+    try:
+        upstream = services.upstream_create(
+            tenant=None,
+            slug="redirecting",
+            base_url=f"http://127.0.0.1:{redirecting.server_port}/rpc",
+            allow_private_network=True,
+            actor="test",
+            actor_is_staff=True,
+            timeout_seconds=5,
+        )
+        key, _ = services.api_key_create(tenant=tenant, name="ws", upstreams=[upstream], actor="test")
+        status, body = refused(ws_url(server, "redirecting", key.key_id))
+        assert (status, body["error"]["code"]) == (502, "upstream_unreachable")
+        assert len(redirecting.RequestHandlerClass.seen) == 1  # type: ignore[attr-defined]
+        assert target.RequestHandlerClass.seen == []  # type: ignore[attr-defined]
+    finally:
+        for httpd in (redirecting, target):
+            httpd.shutdown()
+            httpd.server_close()
 
 
 def test_an_upstream_on_a_private_address_is_refused_at_connect(server, make_key, ws_upstream):
