@@ -233,10 +233,13 @@ def check_http_method(key: KeyPolicy, facts: Facts) -> Rejection | None:
 
 
 def _refuse_duplicate_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    """JSON objects with one value per name: parsers disagree on which of two `method`s counts (this
-    one read the last, many upstreams the first), so a body whose meaning depends on it is refused."""
+    """JSON objects with one value per name, whatever its case: parsers disagree on which of two
+    `method`s counts (this one read the last, many upstreams the first; Go's reads `Method` as `method`),
+    so a body whose meaning depends on it is refused."""
     payload = dict(pairs)
-    if len(payload) != len(pairs):
+    # Go's encoding/json (geth, erigon, ...) matches names regardless of case (Unicode case folding)
+    # and keeps the last: next to "method", a "Method" or "METHOD" would be the call the upstream runs.
+    if len({name.casefold() for name in payload}) != len(pairs):
         raise ValueError("duplicate name in a JSON object")
     return payload
 

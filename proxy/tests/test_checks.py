@@ -354,6 +354,8 @@ def test_method_override_headers_are_held_to_the_http_method_allowlist():
         b'{"jsonrpc": "2.0", "method": "eth_blockNumber", "method": "admin_peers", "id": 1}',
         b'[{"jsonrpc": "2.0", "method": "eth_blockNumber", "id": 1, "id": 2}]',
         b'{"jsonrpc": "2.0", "method": "eth_blockNumber", "params": [{"a": 1, "a": 2}], "id": 1}',
+        b'{"jsonrpc": "2.0", "method": "eth_blockNumber", "Method": "debug_traceTransaction", "id": 1}',
+        '{"jsonrpc": "2.0", "method": "eth_blockNumber", "\u212aey": 1, "key": 2, "id": 1}'.encode(),
         b"[" * 100_000 + b"]" * 100_000,
         b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
     ],
@@ -361,6 +363,8 @@ def test_method_override_headers_are_held_to_the_http_method_allowlist():
         "duplicate-method",
         "duplicate-id-in-batch",
         "duplicate-inside-params",
+        "method-in-another-case",  # Go's encoding/json would run debug_traceTransaction
+        "kelvin-sign-folds-to-k",
         "nested-arrays",
         "nested-objects",
     ],
