@@ -158,6 +158,8 @@ async def _handshake(
                 status = 499
                 await _forget(opened)
                 return None
+            # Counted before the accept: after it, nothing may fail into an HTTP answer (below).
+            usage.count(opened.socket.key_id, ALLOWED)  # the handshake is one call; each message one more
             # granian 2.8 sends no header of the accept's own: the request id is on the access line.
             accept = [(b"x-request-id", headers["X-Request-Id"].encode())]
             await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": accept})
@@ -165,7 +167,6 @@ async def _handshake(
             await _forget(opened)
             raise
         status = 101
-        usage.count(opened.socket.key_id, ALLOWED)  # the handshake is one call; each message one more
         return opened
     except Exception:
         logger.exception("proxy: unexpected error in a WebSocket handshake")
@@ -412,16 +413,34 @@ async def _relay(opened: _Opened, receive: Receive, send: Send) -> None:
             return
         else:  # the upstream closed, or sending to it failed: its close code, as far as it may pass
             code, reason = _client_close_of(upstream, from_upstream)
-        # granian holds a close back while a receive is pending: that receive goes first.
+        # granian holds a close back while a receive is pending: that receive goes first; and a send
+        # to a client that reads nothing must not hold the close (or this socket's place) forever.
         await _cancelled(from_client)
+        await _cancelled(from_upstream)
         with contextlib.suppress(Exception):
-            await send({"type": "websocket.close", "code": code, "reason": reason})
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await send({"type": "websocket.close", "code": code, "reason": reason})
     finally:
+        for task in (from_client, from_upstream):
+            _log_unexpected(task)
         await _cancelled(from_client)
         await _cancelled(from_upstream)
         if not upstream.closed:
             await upstream.close(code=GOING_AWAY)
         registry.remove(socket)
+
+
+# How long the proxy waits for its close frame to go out to a client before it lets the socket go.
+CLOSE_SECONDS = 5
+
+
+def _log_unexpected(task: asyncio.Task[Any]) -> None:
+    """A relay task that failed on something other than a peer's connection: a bug to see in the logs
+    (the client got 1014 like for an upstream failure)."""
+    if task.done() and not task.cancelled():
+        failure = task.exception()
+        if failure is not None and not isinstance(failure, aiohttp.ClientError | ConnectionError | OSError):
+            logger.error("proxy: a WebSocket relay task failed", exc_info=failure)
 
 
 def _finished(task: asyncio.Task[Any]) -> bool:
