@@ -46,7 +46,13 @@ from proxy.ratelimit import limiter
 from proxy.request import Receive, facts_of, forwarded_headers
 from proxy.responses import answer_headers, refuse
 from proxy.usage import ALLOWED, REJECTED, UPSTREAM_ERROR, usage
-from proxy.websocket_registry import OpenSocket, messages_allowed, messages_rejected, registry
+from proxy.websocket_registry import (
+    OpenSocket,
+    destination_of,
+    messages_allowed,
+    messages_rejected,
+    registry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,13 +210,14 @@ async def _admit(
         )
         if isinstance(admitted, HttpResponse):
             return admitted
+        destination = destination_of(admitted.upstream)  # as the watchdog will see the upstream
         # The upstream as the socket reaches it: its own WebSocket URL's host, port and path, if it has one.
         admitted = dataclasses.replace(admitted, upstream=websocket_upstream(admitted.upstream))
         upstream, key = admitted.upstream, admitted.key
         target = gate.clear(admitted, facts, headers, None, path, 0)
         if isinstance(target, HttpResponse):
             return target
-        socket = OpenSocket(upstream_slug, key, facts, asyncio.get_running_loop())
+        socket = OpenSocket(upstream_slug, key, facts, asyncio.get_running_loop(), destination)
         if not await registry.add(socket):
             cap = settings.PROXY_WS_MAX_CONNECTIONS_PER_KEY
             rejection = checks.reject(

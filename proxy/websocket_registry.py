@@ -28,7 +28,7 @@ from django.http import HttpResponse
 from prometheus_client import Counter, Gauge
 
 from proxy import checks, gate, gateway, metrics
-from proxy.policy import KeyPolicy
+from proxy.policy import KeyPolicy, UpstreamPolicy
 
 if TYPE_CHECKING:
     import redis
@@ -65,12 +65,29 @@ messages_allowed, messages_rejected = messages.labels("allowed"), messages.label
 class OpenSocket:
     """One relayed socket: what its handshake showed, and how the proxy closes it."""
 
-    __slots__ = ("upstream_slug", "key", "key_id", "facts", "closed", "last_activity", "request_id", "member")
+    __slots__ = (
+        "upstream_slug",
+        "key",
+        "key_id",
+        "facts",
+        "closed",
+        "last_activity",
+        "request_id",
+        "member",
+        "destination",
+    )
 
     def __init__(
-        self, upstream_slug: str, key: KeyPolicy, facts: checks.Facts, loop: asyncio.AbstractEventLoop
+        self,
+        upstream_slug: str,
+        key: KeyPolicy,
+        facts: checks.Facts,
+        loop: asyncio.AbstractEventLoop,
+        destination: tuple[object, ...] = (),
     ) -> None:
         self.upstream_slug, self.key, self.key_id, self.facts = upstream_slug, key, key.key_id, facts
+        # Where the socket was connected (destination_of its upstream at the handshake).
+        self.destination = destination
         # Set by the watchdog (or a server stop): (close code, reason) for the client.
         self.closed: asyncio.Future[tuple[int, str]] = loop.create_future()
         self.last_activity = time.monotonic()
@@ -223,8 +240,25 @@ class Registry:
                 metrics.redis_errors.labels("websocket_renew").inc()
 
 
+# The close of a socket whose upstream now lives elsewhere (1012: "service restart", reconnect).
+UPSTREAM_CHANGED = (1012, "upstream_changed")
+
+
+def destination_of(upstream: UpstreamPolicy) -> tuple[object, ...]:
+    """What decides where an upstream's sockets connect, and whether that may be a private address."""
+    return (
+        upstream.scheme,
+        upstream.host,
+        upstream.port,
+        upstream.base_path,
+        upstream.websocket_url,
+        upstream.allow_private_network,
+    )
+
+
 async def _readmit(socket: OpenSocket, now: float) -> KeyPolicy | tuple[int, str]:
-    """The key's current policy when the handshake's checks 1-7 still pass, else (close code, reason)."""
+    """The key's current policy when the handshake's checks 1-7 still pass and the upstream still
+    lives where the socket was connected, else (close code, reason)."""
     facts = dataclasses.replace(socket.facts, now=now)
     headers = {"X-Request-Id": socket.request_id}
     admitted = await gateway._with_database(
@@ -233,6 +267,8 @@ async def _readmit(socket: OpenSocket, now: float) -> KeyPolicy | tuple[int, str
     if isinstance(admitted, HttpResponse):
         code = json.loads(admitted.content)["error"]["code"]
         return close_code_for(admitted.status_code), code
+    if socket.destination and destination_of(admitted.upstream) != socket.destination:
+        return UPSTREAM_CHANGED  # moved, or no longer allowed a private address: connect anew
     return admitted.key
 
 

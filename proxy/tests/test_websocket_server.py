@@ -269,6 +269,27 @@ def test_an_open_socket_closes_within_a_second_once_its_key_may_no_longer_be_use
     assert waited < 1.0, f"closed {waited:.2f} s after the change"
 
 
+def test_an_open_socket_closes_within_a_second_once_its_upstream_moves(server, make_key):
+    slug, key, secret = make_key()
+    headers = {"Authorization": basic(secret)}
+    with connect(ws_url(server, slug, key.key_id), open_timeout=5, additional_headers=headers) as ws:
+        assert call(ws, "eth_blockNumber")["result"] == BLOCK_NUMBER
+        started = time.monotonic()
+        # Staff point the upstream elsewhere: the open socket still reaches the old place, so it goes
+        # (a new handshake would connect to the new one).
+        upstream = Upstream.objects.get(slug=slug)
+        moved = (
+            upstream.base_url.replace("/rpc", "/v2/rpc")
+            if "/rpc" in upstream.base_url
+            else upstream.base_url + "/v2"
+        )
+        services.upstream_update(upstream=upstream, actor="test", actor_is_staff=True, base_url=moved)
+        code, reason, _ = closed_by_server(ws)
+        waited = time.monotonic() - started
+    assert (code, reason) == (1012, "upstream_changed")
+    assert waited < 1.0, f"closed {waited:.2f} s after the change"
+
+
 def test_usage_counts_every_message_by_outcome_and_reason(server, make_key):
     slug, key, _ = make_key(allowed_rpc_methods=["eth_blockNumber"])
     with connect(ws_url(server, slug, key.key_id), open_timeout=5) as ws:
