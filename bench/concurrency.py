@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/run.py's helpers, from any folder
 import run as bench  # noqa: E402
@@ -34,16 +35,35 @@ UPSTREAM_DELAY = 1.0
 DEADLINE = 5  # seconds: the timeout of the upstreams the slow clients use
 
 
+@dataclass(kw_only=True)
+class Background:
+    """`_run` on a thread of its own for the length of a `with` block (it ends when `_stop` is set)."""
+
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(15)
+
+
 @dataclass
-class Probe:
+class Probe(Background):
     """Calls each URL in turn every 20 ms on kept-alive connections; latencies in ms by URL."""
 
     port: int
     paths: dict[str, str]
     latencies: dict[str, list[float]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
     def _run(self) -> None:
         connections = {label: HTTPConnection("127.0.0.1", self.port, timeout=10) for label in self.paths}
@@ -64,16 +84,6 @@ class Probe:
                 else:
                     self.failures[label] = self.failures.get(label, 0) + 1
             time.sleep(0.02)
-
-    def __enter__(self) -> "Probe":
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(15)
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {
@@ -96,14 +106,12 @@ def percentile(values: list[float], share: float) -> float:
 
 
 @dataclass
-class MemorySampler:
+class MemorySampler(Background):
     """The sum of the server's workers' RSS (KiB), every 100 ms: the first sample and the highest."""
 
     pid: int
     first: int = 0
     highest: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
     def total(self) -> int:
         return sum(bench.memory_kib(worker)[0] for worker in bench.children_of(self.pid))
@@ -113,16 +121,9 @@ class MemorySampler:
             self.highest = max(self.highest, self.total())
             time.sleep(0.1)
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> Self:
         self.first = self.highest = self.total()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
+        return super().__enter__()
 
     @property
     def added_mib(self) -> float:

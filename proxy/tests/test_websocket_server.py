@@ -342,17 +342,23 @@ def test_an_upstream_with_its_own_websocket_url_is_reached_there(server, tenant,
     assert ws_upstream.seen.handshakes[0]["Host"] == f"127.0.0.1:{ws_upstream.port}"
 
 
-def test_an_upstream_that_refuses_the_handshake_is_502_to_the_client(server, tenant):
+def _key_on_staff_upstream(tenant, slug: str, base_url: str, timeout: int):
+    """A key of `tenant` on a global upstream at `base_url` that staff allowed on a private network."""
     upstream = services.upstream_create(
         tenant=None,
-        slug="closed-port",
-        base_url="http://127.0.0.1:9/rpc",  # discard: nothing listens
+        slug=slug,
+        base_url=base_url,
         allow_private_network=True,
         actor="test",
         actor_is_staff=True,
-        timeout_seconds=2,
+        timeout_seconds=timeout,
     )
     key, _ = services.api_key_create(tenant=tenant, name="ws", upstreams=[upstream], actor="test")
+    return key
+
+
+def test_an_upstream_that_refuses_the_handshake_is_502_to_the_client(server, tenant):
+    key = _key_on_staff_upstream(tenant, "closed-port", "http://127.0.0.1:9/rpc", 2)  # nothing listens
     status, body = refused(ws_url(server, "closed-port", key.key_id))
     assert (status, body["error"]["code"]) == (502, "upstream_unreachable")
 
@@ -388,16 +394,9 @@ def test_an_upstream_that_redirects_the_handshake_is_502_and_the_redirect_never_
     target = _recording_server(None)
     redirecting = _recording_server(f"http://127.0.0.1:{target.server_port}/latest/meta-data/")
     try:
-        upstream = services.upstream_create(
-            tenant=None,
-            slug="redirecting",
-            base_url=f"http://127.0.0.1:{redirecting.server_port}/rpc",
-            allow_private_network=True,
-            actor="test",
-            actor_is_staff=True,
-            timeout_seconds=5,
+        key = _key_on_staff_upstream(
+            tenant, "redirecting", f"http://127.0.0.1:{redirecting.server_port}/rpc", 5
         )
-        key, _ = services.api_key_create(tenant=tenant, name="ws", upstreams=[upstream], actor="test")
         status, body = refused(ws_url(server, "redirecting", key.key_id))
         assert (status, body["error"]["code"]) == (502, "upstream_unreachable")
         assert len(redirecting.RequestHandlerClass.seen) == 1  # type: ignore[attr-defined]
