@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote_from_bytes
 
-import aiohttp
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
@@ -238,7 +237,7 @@ async def send_answer(response: HttpResponse | Relayed, send: Send) -> None:
             async for chunk in answer.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finished = True
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except (TimeoutError, outbound.AnswerFailed, OSError) as exc:
         raise StreamCut(type(exc).__name__) from None
     finally:
         if finished:
