@@ -35,8 +35,8 @@ class Access:
 
     def write(self, status: int) -> None:
         """The access line, when the settings ask for this one."""
-        if not settings.PROXY_ACCESS_LOG:
-            return
+        if not settings.PROXY_ACCESS_LOG or not logger.isEnabledFor(logging.INFO):
+            return  # (before the line's fields are gathered: that is most of its cost)
         sample = settings.PROXY_ACCESS_LOG_SAMPLE
         if status < 500 and sample < 1.0 and random.random() >= sample:  # noqa: S311  (not security)
             return  # sampled out; server errors are always written

@@ -2,10 +2,11 @@
 
 One event loop per server worker; a call in flight is a coroutine, not a thread, so thousands wait on
 slow upstreams at the cost of their sockets. Nothing of Django's request handling is on this path (its
-ASGI handler hops to a thread per request): the request is read into Django's ASGIRequest only for the
-helpers the relay shares with the site (client address, request id, host check), and the answers are
-sent as ASGI messages. The checks are proxy/gate.py's; a policy cache miss reads the database on a
-thread (proxy.policy.NeedsDatabase), which steady state never does.
+ASGI handler hops to a thread per request): the request is read into a slim HttpRequest
+(proxy.request.ProxyRequest) only for the helpers the relay shares with the site (client address,
+request id, host check), and the answers are sent as ASGI messages. The checks are proxy/gate.py's;
+a policy cache miss reads the database on a thread (proxy.policy.NeedsDatabase), which steady state
+never does.
 
 Every call has one deadline, the upstream's timeout, from the moment its key is known: it bounds the
 client's upload (past it while waiting on the client: 408), the upstream's connect, headers and body
@@ -15,7 +16,6 @@ client's upload (past it while waiting on the client: 408), the upstream's conne
 import asyncio
 import contextlib
 import contextvars
-import io
 import logging
 import re
 import time
@@ -25,7 +25,6 @@ from urllib.parse import quote_from_bytes
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 
 from keys.log_context import bind_request_id, unbind_request_id
@@ -33,7 +32,15 @@ from keys.request_ids import request_id
 from proxy import access_log, checks, gate, hosts, invalidation, metrics, outbound, views
 from proxy.hosts import PROXY_PREFIX, RELAY_PATH
 from proxy.policy import NeedsDatabase, PolicyUnavailable, policies
-from proxy.request import ClientGone, Receive, Upload, declared_length, facts_of, forwarded_headers
+from proxy.request import (
+    ClientGone,
+    ProxyRequest,
+    Receive,
+    Upload,
+    declared_length,
+    facts_of,
+    forwarded_headers,
+)
 from proxy.responses import Relayed, answer_headers, refuse, relayed_headers
 from proxy.usage import ALLOWED, UPSTREAM_ERROR, usage
 
@@ -50,7 +57,6 @@ _RELAY = re.compile(PROXY_PREFIX[1:] + RELAY_PATH.removeprefix("^"), re.DOTALL)
 # An encoded / or \ in the path as sent: decoding would make it a separator the client did not write.
 ENCODED_SEPARATOR = re.compile(rb"%(2f|5c)", re.IGNORECASE)
 VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]*")
-_NO_BODY = io.BytesIO(b"")  # the relay reads the body from `receive`, never through the request
 
 # How a blocking call runs: on a thread of the default executor; the WSGI bridge (proxy/wsgi.py) runs
 # it on the request's own thread instead, where Django's test tools expect the database to be used.
@@ -81,7 +87,7 @@ async def proxy_call(scope: Scope, receive: Receive, send: Send) -> None:
     if query and not VISIBLE_ASCII.fullmatch(query):
         # Relayed percent-encoded: Django reads the query as UTF-8, and no upstream should see raw bytes.
         scope = {**scope, "query_string": quote_from_bytes(query, safe=outbound.QUERY_SAFE).encode()}
-    request = ASGIRequest(scope, _NO_BODY)
+    request = ProxyRequest(scope)
     match = _RELAY.match(request.path_info[1:])
     access = access_log.begin(request, match["upstream_slug"] if match else None)
     bound = bind_request_id(request_id(request))  # every log line of this request carries its id
@@ -97,7 +103,7 @@ async def proxy_call(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _proxy_response(
-    request: ASGIRequest, scope: Scope, receive: Receive, match: re.Match[str] | None
+    request: ProxyRequest, scope: Scope, receive: Receive, match: re.Match[str] | None
 ) -> HttpResponse | Relayed:
     try:
         request.get_host()  # the site's rule (DJANGO_ALLOWED_HOSTS) holds here too; never sent upstream
@@ -113,7 +119,7 @@ async def _proxy_response(
 
 
 async def _relay(
-    request: ASGIRequest, scope: Scope, receive: Receive, match: re.Match[str]
+    request: ProxyRequest, scope: Scope, receive: Receive, match: re.Match[str]
 ) -> HttpResponse | Relayed:
     invalidation.start_listener()  # once per process; a no-op after that
     facts = facts_of(request, time.time())
@@ -133,7 +139,7 @@ async def _relay(
 
 
 async def _checked_relay(
-    request: ASGIRequest,
+    request: ProxyRequest,
     receive: Receive,
     facts: checks.Facts,
     headers: dict[str, str],
@@ -279,7 +285,7 @@ def with_async_proxy(site: ASGIApp) -> ASGIApp:
                 await proxy_call(scope, receive, send)
                 return
             if route == "wrong_host":
-                await send_answer(views.wrong_host(ASGIRequest(scope, _NO_BODY)), send)
+                await send_answer(views.wrong_host(ProxyRequest(scope)), send)
                 return
         elif kind == "websocket":
             from proxy import websocket  # the relay of WebSocket handshakes (it imports this module)

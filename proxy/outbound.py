@@ -13,8 +13,7 @@ import functools
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Protocol
+from collections.abc import AsyncIterator
 from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
@@ -64,22 +63,6 @@ MAX_ANSWER_LENGTH = 10**15
 # The longest answer header line read from an upstream (aiohttp's default is 8 KiB, nginx's 4 to 8); a
 # longer one is a failed answer (502).
 MAX_FIELD_BYTES = 32 * 1024
-
-
-class FieldLines(Protocol):
-    """Headers as received, a repeated field kept as its several lines (urllib3's HTTPHeaderDict)."""
-
-    def __contains__(self, name: object, /) -> bool:
-        """Case-insensitive."""
-        ...
-
-    def getlist(self, name: str, /) -> list[str]:
-        """Every value of the field, one per line it came in."""
-        ...
-
-    def iteritems(self) -> Iterator[tuple[str, str]]:
-        """Every (name, value) line, repeated fields included, in the order received."""
-        ...
 
 
 # What the relay sends upstream: bytes it already read (a JSON-RPC or chunked body), or the client's body
@@ -200,36 +183,59 @@ def _without_query_credential(url: str, parameter: str) -> str:
     return urlunsplit(parts._replace(query="&".join(kept)))
 
 
-def response_headers(upstream_headers: FieldLines, upstream: UpstreamPolicy) -> list[tuple[str, str]]:
+class RawFields:
+    """An answer's header lines as received (llhttp's name and value bytes), decoded once, with what
+    the relay asks of them gathered in the same pass: the Content-Length values, whether a
+    Transfer-Encoding came, and the names its Connection header lists."""
+
+    __slots__ = ("lines", "lowered", "lengths", "chunked", "connection_named")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.lowered: list[str] = []
+        self.lengths: list[str] = []
+        self.chunked = False
+        self.connection_named: set[str] = set()
+        for raw_name, raw_value in raw:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            lower = name.lower()
+            self.lines.append((name, value))
+            self.lowered.append(lower)
+            if lower == "content-length":
+                self.lengths.append(value.strip())
+            elif lower == "transfer-encoding":
+                self.chunked = True
+            elif lower == "connection":
+                self.connection_named.update(token.strip().lower() for token in value.split(","))
+
+
+def response_headers(fields: RawFields, upstream: UpstreamPolicy) -> list[tuple[str, str]]:
     """Upstream answer headers minus hop-by-hop, Set-Cookie, Access-Control-* (the proxy answers CORS),
     malformed fields, and anything that carries the upstream's own credential."""
-    connection_named = {
-        token.strip().lower()
-        for value in upstream_headers.getlist("connection")
-        for token in value.split(",")
-    }
-    chunked = "transfer-encoding" in upstream_headers
     credential = credential_header(upstream)
     credential_name = credential[0].lower() if credential else None
     secrets = _credential_forms(upstream.auth_type, upstream.auth_name, upstream.auth_value)
+    query_credential = upstream.auth_type == AuthType.QUERY
+    connection_named, chunked = fields.connection_named, fields.chunked
     kept: list[tuple[str, str]] = []
-    for name, value in upstream_headers.iteritems():
-        lower = name.lower()
+    for (name, value), lower in zip(fields.lines, fields.lowered, strict=True):
         if (
             lower in RESPONSE_DROPPED
             or lower in connection_named
             or lower.startswith("access-control-")
             or lower == credential_name
-            or (lower == "content-length" and chunked)  # RFC 9112 6.1: chunked overrides it
+            or (chunked and lower == "content-length")  # RFC 9112 6.1: chunked overrides it
             or not FIELD_NAME.match(name)
         ):
             continue
-        value = OBS_FOLD.sub(" ", value).strip()  # RFC 9112 5.2: a proxy replaces obs-fold by spaces
+        if "\n" in value:  # RFC 9112 5.2: a proxy replaces obs-fold by spaces
+            value = OBS_FOLD.sub(" ", value)
+        value = value.strip()
         if FIELD_VALUE_FORBIDDEN.search(value):
             continue
-        if lower in URL_HEADERS and upstream.auth_type == AuthType.QUERY:
+        if query_credential and lower in URL_HEADERS:
             value = _without_query_credential(value, upstream.auth_name)
-        if any(secret in value for secret in secrets):
+        if secrets and any(secret in value for secret in secrets):
             continue
         kept.append((name, value))
     return kept
@@ -239,37 +245,15 @@ def _believable_length(text: str) -> bool:
     return text.isascii() and text.isdigit() and int(text) <= MAX_ANSWER_LENGTH
 
 
-class RawFields:
-    """An answer's header lines as received (llhttp's name and value bytes), read through FieldLines. Names
-    are lowered once here: every lookup of the relay is then a plain comparison."""
-
-    __slots__ = ("lines", "_lowered")
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.lines = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
-        self._lowered = [name.lower() for name, _ in self.lines]
-
-    def __contains__(self, name: object, /) -> bool:
-        return str(name).lower() in self._lowered
-
-    def getlist(self, name: str, /) -> list[str]:
-        wanted = name.lower()
-        return [line[1] for line, lowered in zip(self.lines, self._lowered, strict=True) if lowered == wanted]
-
-    def iteritems(self) -> Iterator[tuple[str, str]]:
-        return iter(self.lines)
-
-
-def answer_problem(status: int, headers: FieldLines) -> Rejection | None:
+def answer_problem(status: int, fields: RawFields) -> Rejection | None:
     """A refusal for an upstream answer no client should get: a status outside 200-599 or a
     Content-Length that is not one number (RFC 9112 6.3: a proxy answers 502 for it)."""
     if not 200 <= status <= 599:
         return reject("upstream_unreachable", f"The upstream answered with status {status}.")
-    lengths = {value.strip() for value in headers.getlist("content-length")}
-    if "transfer-encoding" not in headers and (
-        len(lengths) > 1 or any(not _believable_length(length) for length in lengths)
-    ):
-        return reject("upstream_unreachable", "The upstream sent an invalid Content-Length.")
+    lengths = fields.lengths
+    if lengths and not fields.chunked:
+        if len(set(lengths)) > 1 or not all(_believable_length(length) for length in lengths):
+            return reject("upstream_unreachable", "The upstream sent an invalid Content-Length.")
     return None
 
 
@@ -281,8 +265,7 @@ class Answer:
     def __init__(self, exchange: http1.Exchange, fields: RawFields) -> None:
         self.exchange, self.status, self.fields = exchange, exchange.status, fields
         # The body's length when the upstream said it (not chunked); answer_problem vouched for it.
-        lengths = None if "transfer-encoding" in fields else fields.getlist("content-length")
-        self.length: int | None = int(lengths[0].strip()) if lengths else None
+        self.length = int(fields.lengths[0]) if fields.lengths and not fields.chunked else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it comes; an answer cut short raises AnswerFailed, so the caller can cut its own

@@ -371,7 +371,8 @@ class PolicyCache:
     def key(self, key_id: str) -> KeyPolicy | None:
         """The key's policy; None for an id that does not exist. A malformed id or one whose checksum
         is wrong is refused here, before any lookup, and never takes a place in the cache."""
-        if not crypto.well_formed(key_id, crypto.KEY_ID_PREFIX):
+        # An id in the cache passed this check when it was stored: the check is for ids not seen yet.
+        if key_id not in self.keys and not crypto.well_formed(key_id, crypto.KEY_ID_PREFIX):
             return None
         return self.keys.get(key_id)
 

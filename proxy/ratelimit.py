@@ -281,4 +281,4 @@ def _make_limiter() -> Limiter:
 
 
 # Shared counters in Redis when REDIS_URL is set, this process's own otherwise.
-limiter = lazy(_make_limiter, lambda: settings.REDIS_URL)
+limiter = lazy(_make_limiter, settings=("REDIS_URL",))

@@ -1,9 +1,14 @@
 """What the relay reads from the incoming request: the facts the checks read, and the body."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
-from django.http import HttpRequest
+from django.conf import settings
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.asgi import get_script_prefix
+from django.http import HttpHeaders, HttpRequest
+from django.http.request import split_domain_port, validate_host
 
 from keys.client_address import client_address
 from proxy import checks, tracing
@@ -12,6 +17,85 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 # Headers with which a client asks a framework to treat the request as another method.
 METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+
+
+class ProxyHeaders(HttpHeaders):
+    """The request's headers as HttpHeaders reads them (case-insensitive, `_` for `-`), built straight
+    from the server's header list instead of from META, with a `get` that skips Mapping's exception."""
+
+    def __init__(self, store: dict[str, tuple[str, str]]) -> None:  # noqa: D107  (no super(): no environ)
+        self._store = store
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = self._store.get(key.replace("_", "-").lower())
+        return default if found is None else found[1]
+
+
+class ProxyRequest(HttpRequest):
+    """What the relay reads of an ASGI request, as Django's ASGIRequest would read it (the same META
+    names, header folding and host check), built in one pass over the scope: the relay answers from the
+    server's interface and never needs Django's body parsing, query dicts or session machinery, which
+    ASGIRequest sets up for every request (measured here: 13 us for it, 17 more for its headers)."""
+
+    def __init__(self, scope: Mapping[str, Any]) -> None:  # noqa: D107  (HttpRequest's own is skipped)
+        self.scope = scope
+        self.resolver_match = None
+        self.content_type, self.content_params = None, None
+        path = scope["path"]
+        self.script_name = get_script_prefix(scope)
+        self.path = path
+        self.path_info = path.removeprefix(self.script_name) if self.script_name else path
+        self.method = scope["method"].upper()
+        query = scope.get("query_string", b"")
+        client, server = scope.get("client"), scope.get("server")
+        meta: dict[str, Any] = {
+            "REQUEST_METHOD": self.method,
+            "QUERY_STRING": query.decode() if isinstance(query, bytes) else query,
+            "SCRIPT_NAME": self.script_name,
+            "PATH_INFO": self.path_info,
+            "SERVER_NAME": server[0] if server else "unknown",
+            "SERVER_PORT": str(server[1]) if server else "0",
+        }
+        if client:
+            meta["REMOTE_ADDR"] = meta["REMOTE_HOST"] = client[0]
+            meta["REMOTE_PORT"] = client[1]
+        store: dict[str, tuple[str, str]] = {}
+        for raw_name, raw_value in scope.get("headers", ()):
+            name = raw_name.decode("latin-1")
+            if "_" in name:  # Django drops these: `x_id` could pass itself off as `x-id`
+                continue
+            lower, value = name.lower(), raw_value.decode("latin-1")
+            if lower == "content-length":
+                meta_name = "CONTENT_LENGTH"
+            elif lower == "content-type":
+                meta_name = "CONTENT_TYPE"
+            else:
+                meta_name = "HTTP_" + lower.upper().replace("-", "_")
+            if meta_name in meta:  # a repeated header: one value, comma-joined, as Django joins it
+                value = meta[meta_name] + "," + value
+            meta[meta_name] = value
+            store[lower] = (name.title(), value)
+        self.META = meta
+        self.__dict__["headers"] = ProxyHeaders(store)  # HttpRequest.headers is a cached_property
+
+    def _get_scheme(self) -> str:
+        return str(self.scope.get("scheme") or "http")
+
+    def get_host(self) -> str:
+        """Django's host check (DJANGO_ALLOWED_HOSTS), its verdict kept per host and setting."""
+        allowed = tuple(settings.ALLOWED_HOSTS)
+        if settings.DEBUG and not allowed:
+            allowed = (".localhost", "127.0.0.1", "[::1]")
+        host = self._get_raw_host()  # type: ignore[attr-defined]  # Django's own rule; not in the stubs
+        if not _host_allowed(host, allowed):
+            raise DisallowedHost(f"Invalid HTTP_HOST header: {host!r}.")
+        return host
+
+
+@lru_cache(maxsize=256)
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    domain, _ = split_domain_port(host)
+    return bool(domain) and validate_host(domain, list(allowed))
 
 
 def facts_of(request: HttpRequest, now: float) -> checks.Facts:

@@ -83,17 +83,16 @@ def relayed_headers(
 ) -> list[tuple[str, str]]:
     """The upstream's answer headers that may pass (outbound.response_headers), with the proxy's own:
     ours win, and the upstream's Vary still holds for caches with Origin added to it."""
-    kept = outbound.response_headers(answer.fields, upstream)
     our_names = {name.lower() for name in ours}
-    merged = [(name, value) for name, value in kept if name.lower() not in our_names]
-    merged.extend((name, value) for name, value in ours.items() if name.lower() != "vary")
-    upstream_vary = [
-        part.strip()
-        for name, value in kept
-        if name.lower() == "vary"
-        for part in value.split(",")
-        if part.strip()
-    ]
+    merged: list[tuple[str, str]] = []
+    upstream_vary: list[str] = []
+    for name, value in outbound.response_headers(answer.fields, upstream):
+        lower = name.lower()
+        if lower == "vary":
+            upstream_vary.extend(part for part in (piece.strip() for piece in value.split(",")) if part)
+        elif lower not in our_names:
+            merged.append((name, value))
+    merged.extend((name, value) for name, value in ours.items() if name != "Vary")
     if "*" in upstream_vary:
         vary = "*"
     elif upstream_vary:

@@ -127,4 +127,4 @@ def _make_counter() -> SharingCounter:
     return SharingCounter(None)
 
 
-sharing = lazy(_make_counter, lambda: settings.REDIS_URL)
+sharing = lazy(_make_counter, settings=("REDIS_URL",))

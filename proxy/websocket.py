@@ -21,7 +21,6 @@ code as the reason) within a second.
 import asyncio
 import contextlib
 import dataclasses
-import io
 import json
 import logging
 import ssl
@@ -32,7 +31,6 @@ from urllib.parse import quote_from_bytes, urlsplit
 import aiohttp
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, ValidationError
-from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 from yarl import URL
 
@@ -43,7 +41,7 @@ from proxy import access_log, checks, gate, gateway, invalidation, outbound, rep
 from proxy.gateway import ENCODED_SEPARATOR, VISIBLE_ASCII, Scope, Send
 from proxy.policy import KeyPolicy, PolicyUnavailable, UpstreamPolicy
 from proxy.ratelimit import limiter
-from proxy.request import Receive, facts_of, forwarded_headers
+from proxy.request import ProxyRequest, Receive, facts_of, forwarded_headers
 from proxy.responses import answer_headers, refuse
 from proxy.usage import ALLOWED, REJECTED, UPSTREAM_ERROR, usage
 from proxy.websocket_registry import (
@@ -80,7 +78,6 @@ RPC_ERROR_CODES = {
 RELAYABLE_CLOSE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)}) | frozenset(range(3000, 5000))
 UPSTREAM_FAILED = 1014  # "Bad Gateway" in IANA's WebSocket close code registry
 GOING_AWAY = 1001
-_NO_BODY = io.BytesIO(b"")
 
 
 def _http_scope(scope: Scope) -> Scope:
@@ -116,7 +113,7 @@ async def send_http_answer(scope: Scope, send: Send, response: HttpResponse) -> 
 
 async def websocket_call(scope: Scope, receive: Receive, send: Send, route: str) -> None:
     """One WebSocket handshake (proxy/gateway.py routes them here) and, once admitted, its relay."""
-    request = ASGIRequest(_http_scope(scope), _NO_BODY)
+    request = ProxyRequest(_http_scope(scope))
     if route != "proxy":
         # The site has no WebSocket endpoint: only the proxy's paths upgrade.
         answer = views.wrong_host(request) if route == "wrong_host" else views.not_found(request)
@@ -141,7 +138,7 @@ class _Opened:
 
 
 async def _handshake(
-    request: ASGIRequest,
+    request: ProxyRequest,
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -188,7 +185,7 @@ async def _forget(opened: _Opened) -> None:
 
 
 async def _admit(
-    request: ASGIRequest, scope: Scope, match: Any
+    request: ProxyRequest, scope: Scope, match: Any
 ) -> HttpResponse | tuple[_Opened, str | None, dict[str, str]]:
     try:
         request.get_host()
