@@ -1,7 +1,7 @@
 """The request id: chosen once per request, the caller's own when it is a sane token."""
 
+import random
 import re
-import uuid
 
 from django.http import HttpRequest
 
@@ -13,6 +13,8 @@ def request_id(request: HttpRequest) -> str:
     chosen = getattr(request, "request_id", None)
     if chosen is None:
         incoming = request.headers.get("X-Request-Id", "")
-        chosen = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # An id is for finding log lines, not a secret (a caller may choose its own): a fast random number,
+        # not os.urandom's system call (uuid4's). `random` is reseeded in every forked worker.
+        chosen = incoming if REQUEST_ID.match(incoming) else f"{random.getrandbits(128):032x}"
         setattr(request, "request_id", chosen)  # noqa: B010  (HttpRequest declares no request_id)
     return chosen

@@ -269,6 +269,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             await outbound.client.close()
             # The worker stops: what it counted goes to the database now (it may not get another chance).
             await asyncio.to_thread(usage.flush)
+            metrics.flush_batch()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

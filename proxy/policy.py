@@ -291,11 +291,11 @@ class _Store(Generic[P]):
             else:
                 entry = self._missing.get(name)
         if entry is not None and self._fresh(entry, now):
-            self._hits.inc()
+            metrics.move(self._hits)
             return entry[2]
         if _on_event_loop():
             raise NeedsDatabase(name)
-        self._misses.inc()
+        metrics.move(self._misses)
         raced = [False]
         with self._lock:
             self._loading.setdefault(name, []).append(raced)

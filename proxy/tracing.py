@@ -1,7 +1,7 @@
 """W3C Trace Context (traceparent, tracestate): the caller's trace kept when well formed, else a new
 one; the upstream hop gets the same trace id under a new parent id, as a proxy's own span would."""
 
-import os
+import random
 import re
 from dataclasses import dataclass
 
@@ -23,6 +23,12 @@ class Trace:
     tracestate: str | None  # only ever kept with the caller's valid traceparent
 
 
+def _random_hex(bits: int) -> str:
+    """A random id that is never all zeros (the spec's invalid value). Trace ids need to be unique, not
+    secret: `random`, reseeded in every forked worker, spares the hot path os.urandom's system calls."""
+    return f"{random.getrandbits(bits) or 1:0{bits // 4}x}"
+
+
 def trace_of(request: HttpRequest) -> Trace:
     """The request's trace, read once: the caller's when its traceparent is well formed, else a new one."""
     trace: Trace | None = request.META.get(TRACE)
@@ -33,14 +39,14 @@ def trace_of(request: HttpRequest) -> Trace:
             keep = 0 < len(state) <= TRACESTATE_MAX and state.isprintable()
             trace = Trace(match[1], match[3], state if keep else None)
         else:
-            trace = Trace(os.urandom(16).hex(), NOT_SAMPLED, None)
+            trace = Trace(_random_hex(128), NOT_SAMPLED, None)
         request.META[TRACE] = trace
     return trace
 
 
 def upstream_trace_headers(trace: Trace) -> dict[str, str]:
     """traceparent (and tracestate) for the upstream hop: the same trace id, a new parent id."""
-    headers = {"traceparent": f"00-{trace.trace_id}-{os.urandom(8).hex()}-{trace.flags}"}
+    headers = {"traceparent": f"00-{trace.trace_id}-{_random_hex(64)}-{trace.flags}"}
     if trace.tracestate:
         headers["tracestate"] = trace.tracestate
     return headers

@@ -1,6 +1,7 @@
 """/metrics through the real server: what the proxy counts, by what labels, and who may read it."""
 
 import json
+import os
 
 import pytest
 import urllib3
@@ -129,3 +130,40 @@ def test_jobs_last_success_is_exposed_as_a_gauge(site):
     samples = _samples(_scrape(site))
     assert _value(samples, "keys_job_last_success_timestamp_seconds", job="usage_trim") == 1_700_000_000.0
     assert _value(samples, "keys_job_last_success_timestamp_seconds", job="usage_roll_up") > 1_700_000_000.0
+
+
+# --- The batch of multiprocess mode (bin/serve) --------------------------------------------------
+
+
+def test_a_batched_histogram_reads_as_the_same_observations_made_one_by_one(monkeypatch):
+    """proxy.metrics._observe_all writes prometheus-client's own Histogram series (private parts): this
+    pins that the sums it writes are what observe() would have written, bucket by bucket."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from proxy import metrics
+
+    registry = CollectorRegistry()
+    one_by_one = Histogram("one_by_one", "", ["upstream"], buckets=metrics.BUCKETS, registry=registry)
+    batched = Histogram("batched", "", ["upstream"], buckets=metrics.BUCKETS, registry=registry)
+    calls = Counter("calls", "", registry=registry)
+    values = [0.0001, 0.005, 0.0051, 0.3, 0.3, 7.0, 61.0, 1e9]
+    for value in values:
+        one_by_one.labels("a").observe(value)
+    monkeypatch.setattr(metrics, "BATCHED", True)
+    monkeypatch.setattr(metrics, "_flusher_pid", os.getpid())  # no thread: this test flushes itself
+    for value in values:
+        metrics.observe(batched.labels("a"), value)
+        metrics.move(calls)
+    assert registry.get_sample_value("batched_count", {"upstream": "a"}) == 0  # nothing written yet
+    metrics.flush_batch()
+
+    def samples(name: str) -> list[tuple[str, str | None, float]]:
+        family = next(family for family in registry.collect() if family.name == name)
+        return [
+            (sample.name.removeprefix(name), sample.labels.get("le"), sample.value)
+            for sample in family.samples
+            if not sample.name.endswith("_created")  # when each was made, not what it holds
+        ]
+
+    assert samples("batched") == samples("one_by_one")
+    assert registry.get_sample_value("calls_total") == len(values)

@@ -385,9 +385,19 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(granian, key
     assert statuses == [200] * 20
 
 
+def _requests_counted(exposition: str, upstream: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "proxy_requests_total" and sample.labels["upstream"] == upstream
+    )
+
+
 def test_one_scrape_of_metrics_sums_the_calls_of_both_workers(key_on_echo, tmp_path):
     from prometheus_client.mmap_dict import MmapedDict
-    from prometheus_client.parser import text_string_to_metric_families
 
     key, secret = key_on_echo()
     sent = 60
@@ -398,7 +408,12 @@ def test_one_scrape_of_metrics_sums_the_calls_of_both_workers(key_on_echo, tmp_p
                 "GET", f"{url}/proxy/echo/{key.key_id}/x", headers={**_auth(secret), "Connection": "close"}
             )
             assert answer.status == 200
-        text = http.request("GET", f"{url}/metrics", headers={"Connection": "close"}).data.decode()
+        # Each worker adds its calls to the shared files within a second (proxy.metrics.BATCH_SECONDS).
+        for _ in range(40):
+            text = http.request("GET", f"{url}/metrics", headers={"Connection": "close"}).data.decode()
+            if _requests_counted(text, "echo") >= sent:
+                break
+            time.sleep(0.1)
         counted_by_pid = {}
         for path in (tmp_path / "metrics").glob("counter_*.db"):
             values = MmapedDict.read_all_values_from_file(str(path))
@@ -406,13 +421,7 @@ def test_one_scrape_of_metrics_sums_the_calls_of_both_workers(key_on_echo, tmp_p
                 value for entry, value, *_ in values if json.loads(entry)[1] == "proxy_requests_total"
             )
     assert key.key_id not in text
-    total = sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "proxy_requests_total" and sample.labels["upstream"] == "echo"
-    )
-    assert total == sent
+    assert _requests_counted(text, "echo") == sent
     assert sum(1 for count in counted_by_pid.values() if count > 0) == 2, counted_by_pid
 
 
