@@ -173,7 +173,7 @@ async def _checked_relay(
     # 10: the call, within the deadline.
     out_headers = outbound.outbound_headers(
         upstream,
-        list(request.headers.items()),
+        request.proxy_headers.lines(),
         forwarded=forwarded_headers(request, facts.client_address, headers),
     )
     sent: outbound.RequestBody = body

@@ -113,7 +113,7 @@ BATCH_SECONDS = 1.0
 # popleft are atomic, so the event loop and the flusher thread need no lock.
 _moved: collections.deque[tuple[Any, float]] = collections.deque()
 _observed: collections.deque[tuple[Any, float]] = collections.deque()
-_flusher_pid = 0
+_flusher_started = False
 
 
 def move(series: Any, amount: float = 1.0) -> None:
@@ -135,11 +135,21 @@ def observe(series: Any, value: float) -> None:
 
 
 def _start_flusher() -> None:
-    global _flusher_pid
-    if _flusher_pid == os.getpid():  # (a forked worker has no thread of its parent's: it starts its own)
+    global _flusher_started
+    if _flusher_started:
         return
-    _flusher_pid = os.getpid()
+    _flusher_started = True
     threading.Thread(target=_flush_forever, name="metrics-batch", daemon=True).start()
+
+
+def _forked() -> None:
+    global _flusher_started
+    _flusher_started = False  # a forked worker has none of its parent's threads: it starts its own
+    _moved.clear()  # (what the parent moved is the parent's to write)
+    _observed.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _flush_forever() -> None:

@@ -79,6 +79,18 @@ def outbound_path(upstream: UpstreamPolicy, path: str) -> str | None:
     or None when it could leave the base path: dot segments (also with matrix parameters, `..;`), empty
     segments (`//host`), encoded separators or dots left after decoding (`%252e`), backslashes and
     control characters."""
+    if len(path) > CACHED_PATH_CHARS:
+        return _outbound_path.__wrapped__(upstream.base_path, path)
+    return _outbound_path(upstream.base_path, path)
+
+
+# Most calls of a key repeat a few paths (a JSON-RPC endpoint has one): each short one is worked out
+# once, in a cache of bounded size (at most 4096 entries of up to 256 characters).
+CACHED_PATH_CHARS = 256
+
+
+@functools.lru_cache(maxsize=4096)
+def _outbound_path(base_path: str, path: str) -> str | None:
     if PATH_UNSAFE.search(path):
         return None
     segments = path.split("/") if path else []
@@ -90,7 +102,7 @@ def outbound_path(upstream: UpstreamPolicy, path: str) -> str | None:
         return None
     tail = "/".join(quote(segment, safe="!$&'()*+,;=:@-._~") for segment in segments)
     trailing = "/" if path.endswith("/") and tail else ""
-    return f"{upstream.base_path}/{tail}{trailing}" if tail else (upstream.base_path or "/")
+    return f"{base_path}/{tail}{trailing}" if tail else (base_path or "/")
 
 
 # Every visible ASCII character passes as the client sent it; anything else (bytes over 0x7f, controls,

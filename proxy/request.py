@@ -30,6 +30,10 @@ class ProxyHeaders(HttpHeaders):
         found = self._store.get(key.replace("_", "-").lower())
         return default if found is None else found[1]
 
+    def lines(self) -> list[tuple[str, str]]:
+        """Every (name, value), as items() gives them, without a lookup per name."""
+        return list(self._store.values())
+
 
 class ProxyRequest(HttpRequest):
     """What the relay reads of an ASGI request, as Django's ASGIRequest would read it (the same META
@@ -76,7 +80,8 @@ class ProxyRequest(HttpRequest):
             meta[meta_name] = value
             store[lower] = (name.title(), value)
         self.META = meta
-        self.__dict__["headers"] = ProxyHeaders(store)  # HttpRequest.headers is a cached_property
+        self.proxy_headers = ProxyHeaders(store)  # `headers`, typed as what it is
+        self.__dict__["headers"] = self.proxy_headers  # HttpRequest.headers is a cached_property
 
     def _get_scheme(self) -> str:
         return str(self.scope.get("scheme") or "http")

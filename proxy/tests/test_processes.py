@@ -117,6 +117,13 @@ def serve(**env_overrides: str):
         process.wait(timeout=10)
         log.seek(0)
         pytest.fail("granian did not start: " + log.read().decode()[-2000:])
+    # Every worker started, not only the first to answer: a stop that reaches a worker still importing
+    # Django is lost on it (granian 2.8.7), which then holds the server until --workers-kill-timeout.
+    for _ in range(300):
+        log.seek(0)
+        if log.read().count(b"Started worker-") >= int(env["WEB_WORKERS"]):
+            break
+        time.sleep(0.1)
     try:
         yield Served(url, process.pid, log, process)
     finally:
