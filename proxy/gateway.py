@@ -30,6 +30,7 @@ from django.http import HttpResponse
 from keys.log_context import bind_request_id, unbind_request_id
 from keys.request_ids import request_id
 from proxy import access_log, checks, gate, hosts, invalidation, metrics, outbound, views
+from proxy.deadline import within
 from proxy.hosts import PROXY_PREFIX, RELAY_PATH
 from proxy.policy import NeedsDatabase, PolicyUnavailable, policies
 from proxy.request import (
@@ -160,7 +161,7 @@ async def _checked_relay(
     # for its method check; any other is streamed to the upstream as it comes.
     if length is None or (key.rpc_methods and 0 < length <= limit):
         try:
-            async with asyncio.timeout_at(deadline):
+            async with within(deadline):
                 body = await upload.read(limit)
         except (TimeoutError, ClientGone):
             return refuse(_slow_client(), headers, key_id=key.key_id)
@@ -183,7 +184,7 @@ async def _checked_relay(
     query = outbound.outbound_query(upstream, request.META.get("QUERY_STRING", ""))
     answer: outbound.Answer | checks.Rejection | None = None
     try:
-        async with asyncio.timeout_at(deadline):
+        async with within(deadline):
             answer = await outbound.client.send(
                 upstream, facts.method, f"{target}?{query}" if query else target, out_headers, sent
             )
@@ -238,7 +239,7 @@ async def send_answer(response: HttpResponse | Relayed, send: Send) -> None:
         return
     answer, finished = response.answer, False
     try:
-        async with asyncio.timeout_at(response.deadline):
+        async with within(response.deadline):
             await send(start)
             async for chunk in answer.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
